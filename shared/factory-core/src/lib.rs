@@ -1,0 +1,3 @@
+//! The image factory's domain, free of I/O so that every rule is unit-testable.
+
+pub mod schematic;
