@@ -1,0 +1,1 @@
+//! In-process build queue (in progress).
