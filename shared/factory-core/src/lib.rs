@@ -1,3 +1,4 @@
 //! The image factory's domain, free of I/O so that every rule is unit-testable.
 
+pub mod goyaml;
 pub mod schematic;

@@ -15,7 +15,9 @@ impl SchematicId {
     /// Accepts only what an ID can be: 64 lowercase hex digits. Anything else is "not found"
     /// without touching storage (as the Go factory does).
     pub fn parse(s: &str) -> Option<Self> {
-        let ok = s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         ok.then(|| Self(s.to_owned()))
     }
 
