@@ -1,1 +1,48 @@
-//! (in progress)
+//! The factory's HTTP API as axum routers, with the Go factory's common behaviour (spec §2):
+//! plain-text errors, `Server` and `X-Request-ID` on every response, `rs/cors`-style CORS, Go's
+//! 404 and 405 answers.
+//!
+//! Each route family has its own router ([`schematics_router`], [`keys_router`]) so that each
+//! Lambda function serves only its family; [`with_common_layers`] completes one or several of
+//! them into a service, and [`app`] is everything (the local server). Lambda wraps the result with
+//! `lambda_http::run`; tests call it with `tower::ServiceExt::oneshot`.
+
+mod config;
+mod cors;
+mod error;
+mod gojson;
+mod layers;
+mod repo;
+mod routes;
+mod state;
+
+use axum::Router;
+
+pub use config::{
+    default_server_name, ConfigError, HttpConfig, DEFAULT_EXTERNAL_URL, ENV_ALLOWED_ORIGINS, ENV_EXTERNAL_URL,
+};
+pub use error::{plain_text, ApiError};
+pub use gojson::go_json;
+pub use layers::{with_common_layers, REQUEST_ID_HEADER};
+pub use repo::{PutResult, RepoError, SchematicRepo, SCHEMATIC_CONTENT_TYPE};
+pub use routes::{health_router, keys_router, schematics_router, MAX_SCHEMATIC_BODY, READYZ_PROBE_KEY};
+pub use state::AppState;
+
+/// Every route family with the common layers: the whole factory API (the local server).
+pub fn app(state: AppState) -> Router {
+    let routes = schematics_router(state.clone()).merge(keys_router(state.clone()));
+    with_common_layers(routes, state.config())
+}
+
+/// What the `schematics` Lambda function serves.
+pub fn schematics_app(state: AppState) -> Router {
+    with_common_layers(schematics_router(state.clone()), state.config())
+}
+
+/// What the `keys` Lambda function serves.
+pub fn keys_app(state: AppState) -> Router {
+    with_common_layers(keys_router(state.clone()), state.config())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,17 @@
-//! (in progress)
+//! `image-factory-local`: the whole factory API in one process, for development and tests.
+//!
+//! It runs exactly the routers the Lambda functions run ([`factory_http::app`]), over either an
+//! on-disk store (`<data-dir>/store`, the default) or S3 from the standard AWS environment
+//! (`--aws`, e.g. LocalStack with `AWS_ENDPOINT_URL`). The signing key lives in
+//! `<data-dir>/signing-key.pem` and is generated on first start.
+//!
+//! Tests start it in-process: bind a listener on `127.0.0.1:0`, then [`LocalServer::prepare`] and
+//! [`LocalServer::run`] (or [`serve`]) with a shutdown future of their own.
+
+mod error;
+mod options;
+mod server;
+
+pub use error::LocalError;
+pub use options::{Options, DEFAULT_BUCKET};
+pub use server::{serve, LocalServer};

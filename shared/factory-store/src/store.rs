@@ -21,6 +21,23 @@ pub enum StoreError {
     Body(#[from] std::io::Error),
 }
 
+/// Checks that `key` is a valid object key, the same rule for every adapter: a non-empty,
+/// `/`-separated relative path whose segments are non-empty and neither `.` nor `..`, without
+/// backslashes or NUL bytes. (So a key that works on S3 also works on disk, and no key can escape
+/// a store's root.)
+pub fn validate_key(key: &str) -> Result<(), StoreError> {
+    let ok = !key.is_empty()
+        && !key.contains(['\\', '\0'])
+        && key
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidKey(key.to_owned()))
+    }
+}
+
 /// What the store knows about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {

@@ -1,0 +1,176 @@
+//! HTTP configuration, read once at start from the environment.
+
+/// Environment variable: the URL clients reach the factory at (links, talosctl URLs, installer
+/// references). `http`/`https` with a host. Default `https://localhost/` (the Go default).
+pub const ENV_EXTERNAL_URL: &str = "FACTORY_EXTERNAL_URL";
+/// Environment variable: comma-separated CORS origins, e.g. `https://a.example,https://b.example`;
+/// `*` allows any origin. Default `*` (the Go default `["*"]`).
+pub const ENV_ALLOWED_ORIGINS: &str = "FACTORY_ALLOWED_ORIGINS";
+
+/// The Go factory's default external URL.
+pub const DEFAULT_EXTERNAL_URL: &str = "https://localhost/";
+
+/// Why the configuration was refused (the process should stop: fail fast at start).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{ENV_EXTERNAL_URL}={0:?}: an http:// or https:// URL with a host is required")]
+    ExternalUrl(String),
+    #[error("{ENV_ALLOWED_ORIGINS}: origin {0:?} is neither \"*\" nor scheme://host[:port]")]
+    Origin(String),
+}
+
+/// What the HTTP layer needs to know about its deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// See [`ENV_EXTERNAL_URL`].
+    pub external_url: String,
+    /// See [`ENV_ALLOWED_ORIGINS`]; `["*"]` allows any origin.
+    pub allowed_origins: Vec<String>,
+    /// The `Server` header of every response.
+    pub server_name: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            external_url: DEFAULT_EXTERNAL_URL.to_owned(),
+            allowed_origins: vec!["*".to_owned()],
+            server_name: default_server_name(),
+        }
+    }
+}
+
+/// `Image Factory talos-factory-rs <version>`: the Go factory's `Image Factory <tag>`, naming
+/// this implementation so that clients and logs can tell the two apart.
+pub fn default_server_name() -> String {
+    format!("Image Factory talos-factory-rs {}", env!("CARGO_PKG_VERSION"))
+}
+
+impl HttpConfig {
+    /// Reads [`ENV_EXTERNAL_URL`] and [`ENV_ALLOWED_ORIGINS`]; unset or empty variables take
+    /// their defaults.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// As [`HttpConfig::from_env`], with the variables looked up by `lookup` (for tests and for
+    /// callers with their own configuration source).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let set = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let mut config = Self::default();
+        if let Some(url) = set(ENV_EXTERNAL_URL) {
+            config = config.with_external_url(&url)?;
+        }
+        if let Some(origins) = set(ENV_ALLOWED_ORIGINS) {
+            config = config.with_allowed_origins(origins.split(','))?;
+        }
+        Ok(config)
+    }
+
+    /// Replaces the external URL after checking it is `http(s)://host...`.
+    pub fn with_external_url(mut self, url: &str) -> Result<Self, ConfigError> {
+        if !is_http_url_with_host(url) {
+            return Err(ConfigError::ExternalUrl(url.to_owned()));
+        }
+        self.external_url = url.to_owned();
+        Ok(self)
+    }
+
+    /// Replaces the CORS origins; blanks are skipped, an empty list means `*`.
+    pub fn with_allowed_origins<'a>(
+        mut self,
+        origins: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, ConfigError> {
+        let mut list = Vec::new();
+        for origin in origins.into_iter().map(str::trim).filter(|o| !o.is_empty()) {
+            if origin != "*" && !is_origin(origin) {
+                return Err(ConfigError::Origin(origin.to_owned()));
+            }
+            list.push(origin.to_owned());
+        }
+        if list.is_empty() {
+            list.push("*".to_owned());
+        }
+        self.allowed_origins = list;
+        Ok(self)
+    }
+}
+
+/// `http://` or `https://` followed by a non-empty authority.
+fn is_http_url_with_host(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let authority = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+    authority.is_some_and(|a| !a.is_empty() && !a.contains(char::is_whitespace))
+}
+
+/// A browser origin: scheme and authority, nothing after (no path, no trailing slash).
+fn is_origin(origin: &str) -> bool {
+    origin.split_once("://").is_some_and(|(scheme, authority)| {
+        !scheme.is_empty()
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+            && !authority.is_empty()
+            && !authority.contains(['/', '?', '#'])
+            && authority.bytes().all(|b| b.is_ascii_graphic())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<HttpConfig, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        HttpConfig::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_go_factory() {
+        let c = config(&[]).expect("defaults");
+        assert_eq!(c.external_url, "https://localhost/");
+        assert_eq!(c.allowed_origins, vec!["*"]);
+        assert!(c.server_name.starts_with("Image Factory talos-factory-rs "));
+    }
+
+    #[test]
+    fn reads_and_checks_the_variables() {
+        let c = config(&[
+            (ENV_EXTERNAL_URL, "https://factory.example.com"),
+            (ENV_ALLOWED_ORIGINS, " https://a.example , ,http://b.example:8080"),
+        ])
+        .expect("valid");
+        assert_eq!(c.external_url, "https://factory.example.com");
+        assert_eq!(
+            c.allowed_origins,
+            vec!["https://a.example", "http://b.example:8080"]
+        );
+
+        assert_eq!(
+            config(&[(ENV_EXTERNAL_URL, "factory.example.com")]),
+            Err(ConfigError::ExternalUrl("factory.example.com".into()))
+        );
+        assert!(config(&[(ENV_EXTERNAL_URL, "https:///x")]).is_err());
+        assert_eq!(
+            config(&[(ENV_ALLOWED_ORIGINS, "https://a.example/")]),
+            Err(ConfigError::Origin("https://a.example/".into()))
+        );
+        assert_eq!(
+            config(&[(ENV_ALLOWED_ORIGINS, " , ")])
+                .expect("blank")
+                .allowed_origins,
+            vec!["*"]
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! Route families, each a router of its own so that each Lambda function serves only its family
+//! and the local server merges them all.
+
+mod body;
+mod keys;
+mod schematics;
+
+pub use keys::{health_router, keys_router, READYZ_PROBE_KEY};
+pub use schematics::{schematics_router, MAX_SCHEMATIC_BODY};

@@ -1,0 +1,31 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Why the local server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening the content store in {}: {source}", path.display())]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: factory_store::StoreError,
+    },
+    #[error("preparing S3 bucket {bucket:?}: {source}")]
+    Bucket {
+        bucket: String,
+        #[source]
+        source: factory_aws::AwsError,
+    },
+    #[error("signing key: {0}")]
+    Signing(#[from] factory_signing::SigningError),
+    #[error("configuration: {0}")]
+    Config(#[from] factory_http::ConfigError),
+    #[error("serving HTTP: {0}")]
+    Serve(#[source] std::io::Error),
+}

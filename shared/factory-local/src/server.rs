@@ -1,0 +1,161 @@
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use factory_http::{AppState, HttpConfig};
+use factory_signing::SigningKey;
+use factory_store::fs::FsStore;
+use factory_store::ContentStore;
+use tokio::net::TcpListener;
+
+use crate::{LocalError, Options};
+
+/// A server ready to run: state built, signing key loaded, listener bound.
+#[derive(Debug)]
+pub struct LocalServer {
+    listener: TcpListener,
+    state: AppState,
+    store_description: String,
+    signing_key_path: std::path::PathBuf,
+}
+
+impl LocalServer {
+    /// Opens the store (creating the bucket with `--aws`), loads or generates the signing key and
+    /// reads the configuration. Fails before serving anything if any of it is wrong.
+    pub async fn prepare(options: Options, listener: TcpListener) -> Result<Self, LocalError> {
+        let local_addr = listener.local_addr().map_err(|source| LocalError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+        let external_url = match &options.external_url {
+            Some(url) => url.clone(),
+            None => default_external_url(local_addr),
+        };
+        let config = HttpConfig::default()
+            .with_external_url(&external_url)?
+            .with_allowed_origins(options.allowed_origins.iter().map(String::as_str))?;
+
+        let (store, store_description) = open_store(&options).await?;
+        let signing_key_path = options.signing_key_path();
+        let key = SigningKey::load_or_generate(&signing_key_path)?;
+        let state = AppState::new(store, config).with_signing_key_pem(key.public_key_pem());
+        Ok(Self {
+            listener,
+            state,
+            store_description,
+            signing_key_path,
+        })
+    }
+
+    /// The base URL clients use, without a trailing slash.
+    pub fn url(&self) -> &str {
+        self.state.config().external_url.trim_end_matches('/')
+    }
+
+    /// The address actually bound (useful after binding port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// What to print on start: where it listens, where data goes, and how to try it.
+    pub fn banner(&self) -> String {
+        let url = self.url();
+        format!(
+            "Image Factory (talos-factory-rs {version}) listening on {url}/\n\
+             \x20 store:       {store}\n\
+             \x20 signing key: {key}\n\
+             Create a schematic:\n\
+             \x20 curl -X POST --data-binary @schematic.yaml {url}/schematics\n",
+            version = env!("CARGO_PKG_VERSION"),
+            store = self.store_description,
+            key = self.signing_key_path.display(),
+        )
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), LocalError> {
+        let app = factory_http::app(self.state);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(LocalError::Serve)
+    }
+}
+
+/// [`LocalServer::prepare`] then [`LocalServer::run`].
+pub async fn serve(
+    options: Options,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), LocalError> {
+    LocalServer::prepare(options, listener).await?.run(shutdown).await
+}
+
+async fn open_store(options: &Options) -> Result<(Arc<dyn ContentStore>, String), LocalError> {
+    if options.aws {
+        let sdk = factory_aws::aws_config_from_env().await;
+        let s3 = factory_aws::s3_client(&sdk);
+        factory_aws::ensure_bucket(&s3, &options.bucket)
+            .await
+            .map_err(|source| LocalError::Bucket {
+                bucket: options.bucket.clone(),
+                source,
+            })?;
+        let endpoint = sdk.endpoint_url().map(|e| format!(" at {e}")).unwrap_or_default();
+        let description = format!("s3://{}/{}{endpoint}", options.bucket, options.prefix);
+        let store = factory_aws::S3Store::new(s3, options.bucket.clone(), options.prefix.clone());
+        Ok((Arc::new(store), description))
+    } else {
+        let dir = options.store_dir();
+        let store = FsStore::new(&dir).map_err(|source| LocalError::Store {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok((Arc::new(store), dir.display().to_string()))
+    }
+}
+
+/// `http://<addr>/`, with a wildcard address replaced by loopback so the URL is usable.
+fn default_external_url(addr: SocketAddr) -> String {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        let loopback = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        addr.set_ip(loopback);
+    }
+    format!("http://{addr}/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_url_is_reachable() {
+        let url = |s: &str| default_external_url(s.parse().expect("addr"));
+        assert_eq!(url("127.0.0.1:8080"), "http://127.0.0.1:8080/");
+        assert_eq!(url("0.0.0.0:80"), "http://127.0.0.1:80/");
+        assert_eq!(url("[::]:8080"), "http://[::1]:8080/");
+    }
+
+    #[tokio::test]
+    async fn prepares_a_data_dir_and_announces_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = Options::with_data_dir(dir.path());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = LocalServer::prepare(options, listener).await.expect("prepare");
+        assert_eq!(server.url(), format!("http://127.0.0.1:{port}"));
+        assert!(dir.path().join("signing-key.pem").is_file());
+        let banner = server.banner();
+        assert!(
+            banner.contains(&format!(
+                "curl -X POST --data-binary @schematic.yaml http://127.0.0.1:{port}/schematics"
+            )),
+            "{banner}"
+        );
+    }
+}

@@ -1,0 +1,471 @@
+//! The HTTP API end to end: `image-factory-local` started in-process on `127.0.0.1:0` and driven
+//! with the real `curl` CLI, once over the on-disk store (`fs_store::*`) and once over S3 on
+//! LocalStack (`localstack_s3::*`; needs `AWS_ENDPOINT_URL` etc., see `common::LOCALSTACK_HELP`,
+//! and fails, never skips, without it).
+//!
+//! Each check is a plain function run against both backends by `api_tests!`, so the two
+//! storage adapters must behave identically at the HTTP level.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use factory_local::{LocalServer, Options};
+
+/// `{}` / `customization: {}` (spec §5.3 conformance vector).
+const EMPTY_ID: &str = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
+/// `customization:\n  extraKernelArgs: [noapic, nolapic]`.
+const KERNEL_ARGS_ID: &str = "9cba8e32753f91a16c1837ab8abf356af021706ef284aef07380780177d9a06c";
+const KERNEL_ARGS_YAML: &str = "customization:\n  extraKernelArgs: [noapic, nolapic]\n";
+
+// ---------------------------------------------------------------------------------------------
+// The server under test
+
+/// A running `image-factory-local`, stopped (gracefully) on drop. It runs on a runtime of its own
+/// in a background thread, so the test thread can block on `curl` freely.
+struct Server {
+    url: String,
+    dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Over the embedded filesystem store in a fresh temp dir.
+    fn fs() -> Self {
+        Self::start(|_| {}, false)
+    }
+
+    /// Over S3 on LocalStack: the run's bucket, under a prefix unique to this test.
+    fn localstack() -> Self {
+        common::localstack_endpoint(); // Fails at once, with instructions, when unset.
+        let bucket = run_bucket().to_owned();
+        Self::start(
+            move |options| {
+                options.aws = true;
+                options.bucket = bucket;
+                options.prefix = format!("{}/", common::unique_name("http-api"));
+            },
+            true,
+        )
+    }
+
+    fn start(configure: impl FnOnce(&mut Options) + Send + 'static, aws: bool) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Built-in defaults, not the developer's environment: the tests choose the backend.
+        let mut options = Options::with_data_dir(dir.path().join("data"));
+        configure(&mut options);
+
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<String, String>>();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(async move {
+                if aws {
+                    // Checks credentials, region and that LocalStack answers, with clear messages.
+                    common::aws_config().await;
+                }
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind 127.0.0.1:0");
+                match LocalServer::prepare(options, listener).await {
+                    Ok(server) => {
+                        let _ = ready_tx.send(Ok(server.url().to_owned()));
+                        let result = server.run(async {
+                            let _ = stopped.await;
+                        });
+                        if let Err(e) = result.await {
+                            panic!("server failed: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                    }
+                }
+            });
+        });
+        let url = match ready_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(url)) => url,
+            Ok(Err(e)) => panic!("image-factory-local did not start: {e}"),
+            // The thread panicked before reporting (e.g. LocalStack checks): show why.
+            Err(_) => match thread.join() {
+                Err(panic) => std::panic::resume_unwind(panic),
+                Ok(()) => panic!("image-factory-local did not start within 60 s"),
+            },
+        };
+        Self {
+            url,
+            dir,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// A file in this test's scratch directory with `contents`.
+    fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, contents).expect("write scratch file");
+        path
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            // Don't turn a failing test's panic into an abort by panicking again.
+            if thread.join().is_err() && !std::thread::panicking() {
+                panic!("the server thread panicked");
+            }
+        }
+    }
+}
+
+/// One bucket for the whole run (unique, so runs never see each other's objects).
+fn run_bucket() -> &'static str {
+    static BUCKET: OnceLock<String> = OnceLock::new();
+    BUCKET.get_or_init(|| common::unique_name("http-api"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// curl
+
+/// What curl received (the final response when there were interim `100 Continue`s).
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    /// Lower-cased names; the last value wins.
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", String::as_str)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Runs `curl <args> <url>` and returns the response; panics if curl itself fails.
+fn curl(server: &Server, args: &[&str], path: &str) -> Reply {
+    let scratch = tempfile::tempdir_in(server.dir.path()).expect("scratch dir");
+    let headers_file = scratch.path().join("headers");
+    let body_file = scratch.path().join("body");
+    let output = Command::new("curl")
+        .args([
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "30",
+            "--write-out",
+            "%{http_code}",
+        ])
+        .arg("--dump-header")
+        .arg(&headers_file)
+        .arg("--output")
+        .arg(&body_file)
+        .args(args)
+        .arg(server.url(path))
+        .output()
+        .expect("the curl CLI is needed by this test (apt-get install curl)");
+    assert!(
+        output.status.success(),
+        "curl {args:?} {path} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let status = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("curl prints the status");
+    let dump = std::fs::read_to_string(&headers_file).unwrap_or_default();
+    // Several header blocks when the server sent `100 Continue`; the final one is last.
+    let last_block = dump.trim_end().rsplit("\r\n\r\n").next().unwrap_or_default();
+    let headers = last_block
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let body = std::fs::read(&body_file).unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn post_schematic(server: &Server, body: &[u8]) -> Reply {
+    let file = server.file("schematic.yaml", body);
+    let data = format!("@{}", file.display());
+    curl(server, &["-X", "POST", "--data-binary", &data], "/schematics")
+}
+
+fn get(server: &Server, path: &str) -> Reply {
+    curl(server, &[], path)
+}
+
+/// A Go `http.Error` answer: status, plain text, message + newline.
+fn assert_plain_error(reply: &Reply, status: u16, what: &str) {
+    assert_eq!(reply.status, status, "{what}: {}", reply.text());
+    assert_eq!(
+        reply.header("content-type"),
+        "text/plain; charset=utf-8",
+        "{what}"
+    );
+    assert_eq!(reply.header("x-content-type-options"), "nosniff", "{what}");
+    let text = reply.text();
+    assert!(
+        text.ends_with('\n') && text.trim().len() > 3,
+        "{what}: a message is expected, got {text:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks, each run against both backends
+
+fn create_and_get_schematics(server: &Server) {
+    for (body, id) in [
+        (&b"{}\n"[..], EMPTY_ID),
+        (KERNEL_ARGS_YAML.as_bytes(), KERNEL_ARGS_ID),
+    ] {
+        let created = post_schematic(server, body);
+        assert_eq!(created.status, 201, "{}", created.text());
+        assert_eq!(created.header("content-type"), "application/json");
+        assert!(
+            created.text().ends_with("}\n"),
+            "Go's json.Encoder adds a newline"
+        );
+        let json = created.json();
+        assert_eq!(json["id"], id);
+        let canonical = json["schematic"].as_str().expect("schematic is a string");
+
+        let fetched = get(server, &format!("/schematics/{id}"));
+        assert_eq!(fetched.status, 200, "{}", fetched.text());
+        assert_eq!(fetched.header("content-type"), "application/yaml");
+        assert_eq!(fetched.text(), canonical);
+    }
+    assert_eq!(
+        get(server, &format!("/schematics/{EMPTY_ID}")).text(),
+        "customization: {}\n"
+    );
+}
+
+fn recreating_a_schematic_is_idempotent(server: &Server) {
+    let first = post_schematic(server, KERNEL_ARGS_YAML.as_bytes());
+    let second = post_schematic(server, KERNEL_ARGS_YAML.as_bytes());
+    assert_eq!(
+        (first.status, second.status),
+        (201, 201),
+        "{} / {}",
+        first.text(),
+        second.text()
+    );
+    assert_eq!(first.body, second.body);
+    // Another spelling of the same schematic (JSON is YAML) is the same schematic.
+    let json = post_schematic(
+        server,
+        br#"{"customization":{"extraKernelArgs":["noapic","nolapic"]}}"#,
+    );
+    assert_eq!(json.status, 201, "{}", json.text());
+    assert_eq!(json.body, first.body);
+}
+
+fn unknown_schematics_are_not_found(server: &Server) {
+    for id in [
+        "0".repeat(64),
+        "aaaaaaaaaaaa".to_owned(),
+        KERNEL_ARGS_ID.to_uppercase(),
+    ] {
+        let reply = get(server, &format!("/schematics/{id}"));
+        assert_plain_error(&reply, 404, &id);
+        assert_eq!(reply.text(), "schematic not found\n");
+    }
+}
+
+fn bad_schematics_are_client_errors_with_a_message(server: &Server) {
+    let cases: [(&str, &[u8]); 6] = [
+        ("unknown field", b"something: 1\n"),
+        ("malformed YAML", b"customization: [\n"),
+        (
+            "meta key 300",
+            b"customization:\n  meta:\n    - key: 300\n      value: x\n",
+        ),
+        ("bootloader foo", b"customization:\n  bootloader: foo\n"),
+        ("owner", b"owner: x\n"),
+        ("empty body", b""),
+    ];
+    for (what, body) in cases {
+        let reply = post_schematic(server, body);
+        assert_plain_error(&reply, 400, what);
+    }
+    let owner = post_schematic(server, b"owner: x\n");
+    assert_eq!(
+        owner.text(),
+        "owner field is only supported in Enterprise edition\n"
+    );
+}
+
+fn oversized_bodies_are_refused_with_413(server: &Server) {
+    let reply = post_schematic(server, &vec![b'#'; 2 * 1024 * 1024]);
+    assert_plain_error(&reply, 413, "2 MiB body");
+    assert!(reply.text().contains("too large"), "{}", reply.text());
+}
+
+fn responses_carry_server_and_request_id(server: &Server) {
+    let reply = get(server, "/healthz");
+    assert!(
+        reply
+            .header("server")
+            .starts_with("Image Factory talos-factory-rs "),
+        "{:?}",
+        reply.headers
+    );
+    let id = reply.header("x-request-id");
+    assert_eq!((id.len(), id.matches('-').count()), (36, 4), "a UUID: {id:?}");
+    assert_ne!(
+        get(server, "/healthz").header("x-request-id"),
+        id,
+        "fresh per request"
+    );
+
+    let echoed = curl(server, &["-H", "X-Request-ID: my-trace-42"], "/schematics/nope");
+    assert_eq!(echoed.header("x-request-id"), "my-trace-42");
+    assert!(echoed.headers.contains_key("server"), "errors carry it too");
+}
+
+fn cors_preflight_and_origin(server: &Server) {
+    let preflight = curl(
+        server,
+        &[
+            "-X",
+            "OPTIONS",
+            "-H",
+            "Origin: https://foo.com",
+            "-H",
+            "Access-Control-Request-Method: GET",
+            "-H",
+            "Access-Control-Request-Headers: cache-control",
+        ],
+        &format!("/schematics/{EMPTY_ID}"),
+    );
+    assert!(preflight.status < 300, "{}", preflight.status);
+    assert!(["*", "https://foo.com"].contains(&preflight.header("access-control-allow-origin")));
+    assert!(preflight.header("access-control-allow-methods").contains("GET"));
+    assert_eq!(
+        preflight
+            .header("access-control-allow-headers")
+            .to_ascii_lowercase(),
+        "cache-control"
+    );
+
+    let simple = curl(
+        server,
+        &["-H", "Origin: https://foo.com"],
+        "/oci/cosign/signing-key.pub",
+    );
+    assert_eq!(simple.status, 200);
+    assert!(["*", "https://foo.com"].contains(&simple.header("access-control-allow-origin")));
+    assert!(simple
+        .header("access-control-expose-headers")
+        .contains("Content-Disposition"));
+}
+
+fn wrong_method_is_405_with_allow(server: &Server) {
+    let reply = curl(server, &["-X", "DELETE"], "/schematics");
+    assert_plain_error(&reply, 405, "DELETE /schematics");
+    assert_eq!(reply.header("allow"), "POST");
+    assert!(reply.text().contains("DELETE"), "{}", reply.text());
+}
+
+fn unknown_path_is_404(server: &Server) {
+    let reply = get(server, "/no/such/path");
+    assert_plain_error(&reply, 404, "unknown path");
+    assert_eq!(reply.text(), "404 page not found\n");
+}
+
+fn signing_key_is_a_pem_public_key(server: &Server) {
+    let reply = get(server, "/oci/cosign/signing-key.pub");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), "application/x-pem-file");
+    let pem = server.file("signing-key.pub", &reply.body);
+    assert_openssl_reads_public_key(&pem);
+    // It is the key generated on first start in the data directory.
+    let private = std::fs::read_to_string(server.dir.path().join("data/signing-key.pem")).expect("key file");
+    let key = factory_signing::SigningKey::from_pem(&private).expect("stored key");
+    assert_eq!(key.public_key_pem().as_bytes(), reply.body.as_slice());
+}
+
+fn assert_openssl_reads_public_key(pem: &Path) {
+    let output = Command::new("openssl")
+        .args(["pkey", "-pubin", "-noout", "-in"])
+        .arg(pem)
+        .output()
+        .expect("the openssl CLI is needed by this test (apt-get install openssl)");
+    assert!(
+        output.status.success(),
+        "openssl pkey: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn health_and_readiness(server: &Server) {
+    for path in ["/healthz", "/readyz"] {
+        let reply = get(server, path);
+        assert_eq!(
+            (reply.status, reply.body.len()),
+            (200, 0),
+            "GET {path}: {}",
+            reply.text()
+        );
+        let head = curl(server, &["--head"], path);
+        assert_eq!(head.status, 200, "HEAD {path}");
+    }
+}
+
+macro_rules! api_tests {
+    ($($check:ident),* $(,)?) => {
+        /// Over the embedded filesystem store.
+        mod fs_store {
+            $( #[test] fn $check() { super::$check(&super::Server::fs()); } )*
+        }
+        /// Over S3 on LocalStack.
+        mod localstack_s3 {
+            $( #[test] fn $check() { super::$check(&super::Server::localstack()); } )*
+        }
+    };
+}
+
+api_tests!(
+    create_and_get_schematics,
+    recreating_a_schematic_is_idempotent,
+    unknown_schematics_are_not_found,
+    bad_schematics_are_client_errors_with_a_message,
+    oversized_bodies_are_refused_with_413,
+    responses_carry_server_and_request_id,
+    cors_preflight_and_origin,
+    wrong_method_is_405_with_allow,
+    unknown_path_is_404,
+    signing_key_is_a_pem_public_key,
+    health_and_readiness,
+);
