@@ -16,9 +16,8 @@
 
 use std::sync::Arc;
 
-use factory_aws::S3Store;
 use factory_http::{AppState, HttpConfig};
-use tracing_subscriber::EnvFilter;
+use factory_lambda::{init_tracing, required_env, unescape_newlines};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -27,38 +26,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let key_pem = unescape_newlines(required_env("FACTORY_SIGNING_KEY_PEM")?);
     let public_key_pem = factory_signing::public_key_pem_from_pem(&key_pem)
         .map_err(|e| format!("FACTORY_SIGNING_KEY_PEM: {e}"))?;
-    let bucket = required_env("FACTORY_BUCKET")?;
-    let prefix = std::env::var("FACTORY_STORE_PREFIX").unwrap_or_default();
-
-    let sdk = factory_aws::aws_config_from_env().await;
-    let store = S3Store::new(factory_aws::s3_client(&sdk), bucket, prefix);
+    let store = factory_lambda::s3_store_from_env().await?;
     let state = AppState::new(Arc::new(store), config).with_signing_key_pem(public_key_pem);
 
     lambda_http::run(factory_http::keys_app(state)).await
-}
-
-/// JSON log lines without timestamps (CloudWatch stamps each line itself).
-fn init_tracing() {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_span_list(false)
-        .without_time()
-        .init();
-}
-
-/// A PEM pasted into a one-line setting often arrives with literal `\n` instead of line breaks.
-fn unescape_newlines(pem: String) -> String {
-    if pem.contains('\n') {
-        pem
-    } else {
-        pem.replace("\\n", "\n")
-    }
-}
-
-fn required_env(name: &str) -> Result<String, String> {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .ok_or_else(|| format!("environment variable {name} is required"))
 }

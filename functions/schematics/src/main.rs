@@ -14,37 +14,15 @@
 
 use std::sync::Arc;
 
-use factory_aws::S3Store;
 use factory_http::{AppState, HttpConfig};
-use tracing_subscriber::EnvFilter;
+use factory_lambda::init_tracing;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     init_tracing();
     let config = HttpConfig::from_env()?;
-    let bucket = required_env("FACTORY_BUCKET")?;
-    let prefix = std::env::var("FACTORY_STORE_PREFIX").unwrap_or_default();
-
-    let sdk = factory_aws::aws_config_from_env().await;
-    let store = S3Store::new(factory_aws::s3_client(&sdk), bucket, prefix);
+    let store = factory_lambda::s3_store_from_env().await?;
     let state = AppState::new(Arc::new(store), config);
 
     lambda_http::run(factory_http::schematics_app(state)).await
-}
-
-/// JSON log lines without timestamps (CloudWatch stamps each line itself).
-fn init_tracing() {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_span_list(false)
-        .without_time()
-        .init();
-}
-
-fn required_env(name: &str) -> Result<String, String> {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .ok_or_else(|| format!("environment variable {name} is required"))
 }
