@@ -1,4 +1,5 @@
 //! The image factory's domain, free of I/O so that every rule is unit-testable.
 
+pub mod arch;
 pub mod goyaml;
 pub mod schematic;

@@ -1,0 +1,10 @@
+//! The upstream side of the factory: Talos release images (imager, installer, extensions and
+//! overlays catalogs, extension and overlay images, talosctl) read over the OCI distribution API
+//! from a registry (`ghcr.io` in production, a mirror, a loopback registry in tests) or from OCI
+//! image layout directories, verified against a cosign public key, flattened and extracted with
+//! bounded memory; and on top of that the version list and the catalogs, cached in the content
+//! store so that every Lambda shares them.
+
+pub mod source;
+
+pub use source::{BlobStream, OciSource, RawManifest, UpstreamError};
