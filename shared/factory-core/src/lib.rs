@@ -1,5 +1,7 @@
 //! The image factory's domain, free of I/O so that every rule is unit-testable.
 
 pub mod arch;
+pub mod catalog;
 pub mod goyaml;
 pub mod schematic;
+pub mod version;

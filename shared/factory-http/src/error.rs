@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 
 use axum::response::{IntoResponse, Response};
 use factory_core::schematic::SchematicError;
+use factory_core::version::TalosVersion;
 use factory_store::StoreError;
+use factory_upstream::{CatalogError, UpstreamError};
 use http::{header, HeaderValue, StatusCode};
 
 use crate::repo::RepoError;
@@ -33,6 +35,17 @@ pub enum ApiError {
     /// The request body exceeds what the route accepts.
     #[error("request body too large: the limit is {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The Talos version is not offered (spec §4.5): 404, printed without `v` as Go does.
+    #[error("version {} is not available", .0.semver())]
+    VersionNotAvailable(TalosVersion),
+    /// The upstream release source failed. Its message names the upstream and what failed, and
+    /// is shown: 503 when it cannot be reached, 502 when what it served is refused (signature,
+    /// content, missing image); a cache (store) failure inside it is a plain 500.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The catalog routes are switched off in this process for this reason: 503, shown.
+    #[error("{0}")]
+    CatalogDisabled(String),
     /// A dependency is not reachable yet (readiness): 503, the reason is logged.
     #[error("not ready: {0}")]
     NotReady(String),
@@ -55,18 +68,38 @@ impl ApiError {
             Self::SchematicNotFound | Self::PageNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::VersionNotAvailable(_) => StatusCode::NOT_FOUND,
+            Self::Upstream(error) => match error {
+                UpstreamError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                UpstreamError::Signature { .. }
+                | UpstreamError::Invalid { .. }
+                | UpstreamError::NotFound(_) => StatusCode::BAD_GATEWAY,
+                UpstreamError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            Self::NotReady(_) | Self::CatalogDisabled(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Repo(_) | Self::Store(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The text the client sees: the error itself for client errors, a fixed text for server
-    /// errors (as the Go factory: `internal server error`, readiness `not ready`).
+    /// errors (as the Go factory: `internal server error`, readiness `not ready`), except for
+    /// upstream failures, whose message tells the client which upstream failed and how.
     pub fn public_message(&self) -> String {
         match self {
             Self::NotReady(_) => "not ready".to_owned(),
+            Self::Upstream(UpstreamError::Store(_)) => "internal server error".to_owned(),
+            Self::Upstream(_) | Self::CatalogDisabled(_) => self.to_string(),
             _ if self.status().is_server_error() => "internal server error".to_owned(),
             _ => self.to_string(),
+        }
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(error: CatalogError) -> Self {
+        match error {
+            CatalogError::NotAvailable(version) => Self::VersionNotAvailable(version),
+            CatalogError::Upstream(error) => Self::Upstream(error),
         }
     }
 }
@@ -159,6 +192,60 @@ mod tests {
         assert_eq!(
             (status, body.as_str()),
             (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn catalog_errors_say_what_failed_upstream() {
+        let version = TalosVersion::parse("v1.99.0").expect("version");
+        let (status, _, body) = render(CatalogError::NotAvailable(version).into()).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::NOT_FOUND, "version 1.99.0 is not available\n")
+        );
+
+        let unreachable = UpstreamError::Unavailable {
+            source_name: "registry https://ghcr.io".into(),
+            message: "connection refused".into(),
+        };
+        let (status, _, body) = render(CatalogError::Upstream(unreachable).into()).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream registry https://ghcr.io unavailable: connection refused\n"
+            )
+        );
+
+        let refused = UpstreamError::Signature {
+            image: "siderolabs/extensions@sha256:00".into(),
+            reason: "no signature verifies".into(),
+        };
+        let (status, _, body) = render(ApiError::Upstream(refused)).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert!(
+            body.starts_with("signature verification failed for siderolabs/extensions"),
+            "{body}"
+        );
+
+        // The cache is ours, not the upstream's: its failures stay internal.
+        let store = UpstreamError::Store(StoreError::Backend("bucket secret-bucket".into()));
+        let (status, _, body) = render(ApiError::Upstream(store)).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
+        );
+
+        let (status, _, body) = render(ApiError::CatalogDisabled(
+            "no key: pass --upstream-cosign-key".into(),
+        ))
+        .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no key: pass --upstream-cosign-key\n"
+            )
         );
     }
 }

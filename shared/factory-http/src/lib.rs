@@ -2,10 +2,10 @@
 //! plain-text errors, `Server` and `X-Request-ID` on every response, `rs/cors`-style CORS, Go's
 //! 404 and 405 answers.
 //!
-//! Each route family has its own router ([`schematics_router`], [`keys_router`]) so that each
-//! Lambda function serves only its family; [`with_common_layers`] completes one or several of
-//! them into a service, and [`app`] is everything (the local server). Lambda wraps the result with
-//! `lambda_http::run`; tests call it with `tower::ServiceExt::oneshot`.
+//! Each route family has its own router ([`schematics_router`], [`keys_router`],
+//! [`catalog_router`]) so that each Lambda function serves only its family; [`with_common_layers`]
+//! completes one or several of them into a service, and [`app`] is everything (the local server).
+//! Lambda wraps the result with `lambda_http::run`; tests call it with `tower::ServiceExt::oneshot`.
 
 mod config;
 mod cors;
@@ -25,12 +25,16 @@ pub use error::{plain_text, ApiError};
 pub use gojson::go_json;
 pub use layers::{with_common_layers, REQUEST_ID_HEADER};
 pub use repo::{PutResult, RepoError, SchematicRepo, SCHEMATIC_CONTENT_TYPE};
-pub use routes::{health_router, keys_router, schematics_router, MAX_SCHEMATIC_BODY, READYZ_PROBE_KEY};
+pub use routes::{
+    catalog_router, health_router, keys_router, schematics_router, MAX_SCHEMATIC_BODY, READYZ_PROBE_KEY,
+};
 pub use state::AppState;
 
 /// Every route family with the common layers: the whole factory API (the local server).
 pub fn app(state: AppState) -> Router {
-    let routes = schematics_router(state.clone()).merge(keys_router(state.clone()));
+    let routes = schematics_router(state.clone())
+        .merge(keys_router(state.clone()))
+        .merge(catalog_router(state.clone()));
     with_common_layers(routes, state.config())
 }
 
@@ -42,6 +46,11 @@ pub fn schematics_app(state: AppState) -> Router {
 /// What the `keys` Lambda function serves.
 pub fn keys_app(state: AppState) -> Router {
     with_common_layers(keys_router(state.clone()), state.config())
+}
+
+/// What the `catalog` Lambda function serves.
+pub fn catalog_app(state: AppState) -> Router {
+    with_common_layers(catalog_router(state.clone()), state.config())
 }
 
 #[cfg(test)]

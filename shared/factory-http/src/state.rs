@@ -1,8 +1,9 @@
 use std::sync::Arc;
 
 use factory_store::ContentStore;
+use factory_upstream::ReleaseCatalog;
 
-use crate::{HttpConfig, SchematicRepo};
+use crate::{ApiError, HttpConfig, SchematicRepo};
 
 /// What the handlers share: built once per process (per Lambda cold start), cloned per request.
 #[derive(Debug, Clone)]
@@ -10,7 +11,18 @@ pub struct AppState {
     store: Arc<dyn ContentStore>,
     schematics: SchematicRepo,
     signing_key_pem: Option<Arc<str>>,
+    catalog: CatalogSlot,
     config: Arc<HttpConfig>,
+}
+
+/// The release catalog of the catalog routes, if this process serves them.
+#[derive(Debug, Clone)]
+enum CatalogSlot {
+    /// Not given to this function: the routes answer 500 (a deployment mistake).
+    Absent,
+    /// Deliberately off, for this reason (the local server without a cosign key): 503.
+    Disabled(Arc<str>),
+    Ready(Arc<ReleaseCatalog>),
 }
 
 impl AppState {
@@ -21,6 +33,7 @@ impl AppState {
             schematics: SchematicRepo::new(Arc::clone(&store)),
             store,
             signing_key_pem: None,
+            catalog: CatalogSlot::Absent,
             config: Arc::new(config),
         }
     }
@@ -29,6 +42,30 @@ impl AppState {
     pub fn with_signing_key_pem(mut self, public_key_pem: impl Into<String>) -> Self {
         self.signing_key_pem = Some(Arc::from(public_key_pem.into()));
         self
+    }
+
+    /// Adds the release catalog served by `/versions` and `/version/...`.
+    pub fn with_catalog(mut self, catalog: Arc<ReleaseCatalog>) -> Self {
+        self.catalog = CatalogSlot::Ready(catalog);
+        self
+    }
+
+    /// Serves the catalog routes as `503` with `reason` (why there is no catalog and how to get
+    /// one), so that the rest of the API works without an upstream.
+    pub fn with_catalog_disabled(mut self, reason: impl Into<String>) -> Self {
+        self.catalog = CatalogSlot::Disabled(Arc::from(reason.into()));
+        self
+    }
+
+    /// The release catalog, or the error the catalog routes answer without one.
+    pub fn catalog(&self) -> Result<&ReleaseCatalog, ApiError> {
+        match &self.catalog {
+            CatalogSlot::Ready(catalog) => Ok(catalog),
+            CatalogSlot::Disabled(reason) => Err(ApiError::CatalogDisabled(reason.to_string())),
+            CatalogSlot::Absent => Err(ApiError::Internal(
+                "no release catalog is configured for this function".into(),
+            )),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn ContentStore> {

@@ -26,6 +26,12 @@ pub enum LocalError {
     Signing(#[from] factory_signing::SigningError),
     #[error("configuration: {0}")]
     Config(#[from] factory_http::ConfigError),
+    #[error("upstream: {0}")]
+    Upstream(#[from] factory_upstream::UpstreamError),
+    #[error("upstream cosign public key {}: {reason}", path.display())]
+    CosignKey { path: PathBuf, reason: String },
+    #[error("generating the stand-in release in {}: {reason}", path.display())]
+    StandInRelease { path: PathBuf, reason: String },
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
 }

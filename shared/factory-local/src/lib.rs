@@ -3,7 +3,9 @@
 //! It runs exactly the routers the Lambda functions run ([`factory_http::app`]), over either an
 //! on-disk store (`<data-dir>/store`, the default) or S3 from the standard AWS environment
 //! (`--aws`, e.g. LocalStack with `AWS_ENDPOINT_URL`). The signing key lives in
-//! `<data-dir>/signing-key.pem` and is generated on first start.
+//! `<data-dir>/signing-key.pem` and is generated on first start. Talos releases come from
+//! `--upstream`: a registry (default `https://ghcr.io`), `oci-layout:DIR`, or `demo`, a stand-in
+//! release generated into `<data-dir>/stand-in-release` on first start (no network needed).
 //!
 //! Tests start it in-process: bind a listener on `127.0.0.1:0`, then [`LocalServer::prepare`] and
 //! [`LocalServer::run`] (or [`serve`]) with a shutdown future of their own.
@@ -11,7 +13,8 @@
 mod error;
 mod options;
 mod server;
+mod upstream;
 
 pub use error::LocalError;
-pub use options::{Options, DEFAULT_BUCKET};
+pub use options::{Options, UpstreamChoice, DEFAULT_BUCKET, DEFAULT_UPSTREAM};
 pub use server::{serve, LocalServer};

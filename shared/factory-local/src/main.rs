@@ -11,7 +11,10 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> ExitCode {
     let options = Options::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        // The squashfs writer of the stand-in release (`--upstream demo`) narrates every step at info.
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,backhand=warn")),
+        )
         .init();
     match run(options).await {
         Ok(()) => ExitCode::SUCCESS,

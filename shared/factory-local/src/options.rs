@@ -2,9 +2,50 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
+use factory_core::version::{TalosVersion, DEFAULT_MIN_VERSION};
 
 /// The bucket used with `--aws` unless told otherwise.
 pub const DEFAULT_BUCKET: &str = "talos-factory";
+
+/// The production upstream, as in the Go factory.
+pub const DEFAULT_UPSTREAM: &str = "https://ghcr.io";
+
+/// Where Talos release images come from (`--upstream`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamChoice {
+    /// An OCI registry, `http(s)://host[:port]`.
+    Registry(String),
+    /// `oci-layout:DIR`: one OCI image layout per repository, `DIR/siderolabs/imager/` etc.
+    Layout(PathBuf),
+    /// `demo`: the stand-in release, generated into the data directory on first start.
+    Demo,
+}
+
+impl UpstreamChoice {
+    /// Parses the `--upstream` value.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text == "demo" {
+            Ok(Self::Demo)
+        } else if let Some(dir) = text.strip_prefix("oci-layout:") {
+            if dir.is_empty() {
+                Err("oci-layout: needs a directory, e.g. oci-layout:/srv/release".to_owned())
+            } else {
+                Ok(Self::Layout(PathBuf::from(dir)))
+            }
+        } else if text.starts_with("http://") || text.starts_with("https://") {
+            Ok(Self::Registry(text.trim_end_matches('/').to_owned()))
+        } else {
+            Err(format!(
+                "{text:?}: expected a registry URL (https://ghcr.io), oci-layout:DIR or demo"
+            ))
+        }
+    }
+}
+
+fn parse_version(text: &str) -> Result<TalosVersion, String> {
+    TalosVersion::parse_tolerant(text).map_err(|e| e.to_string())
+}
 
 /// Command line of `image-factory-local`. Each flag can also be set by the environment variable
 /// shown in `--help`; the names are those the Lambda functions read.
@@ -44,6 +85,36 @@ pub struct Options {
     /// Comma-separated CORS origins (default `*`).
     #[arg(long, env = "FACTORY_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    /// Where Talos releases come from: a registry URL (`https://ghcr.io`, `http://127.0.0.1:5001`),
+    /// `oci-layout:DIR` (one OCI image layout per repository, `DIR/siderolabs/imager/`...), or
+    /// `demo` (a stand-in release generated into `<data-dir>/stand-in-release` on first start
+    /// and verified with its own `cosign.pub`: fully offline).
+    #[arg(long, env = "FACTORY_UPSTREAM", default_value = DEFAULT_UPSTREAM, value_parser = UpstreamChoice::parse)]
+    pub upstream: UpstreamChoice,
+
+    /// Pull-through prefix of the upstream registry (e.g. a Harbor project).
+    #[arg(long, env = "FACTORY_UPSTREAM_NAMESPACE", default_value = "")]
+    pub upstream_namespace: String,
+
+    /// PEM cosign public key the release images must be signed with (with `demo`, the stand-in's
+    /// own `cosign.pub` by default). Without a key or `--upstream-no-verify`, the catalog routes
+    /// answer 503 saying so; the rest of the API works.
+    #[arg(long, env = "FACTORY_UPSTREAM_COSIGN_KEY_FILE")]
+    pub upstream_cosign_key: Option<PathBuf>,
+
+    /// Use release images without checking their signatures (logged as a warning).
+    #[arg(long, conflicts_with = "upstream_cosign_key")]
+    pub upstream_no_verify: bool,
+
+    /// Oldest Talos version offered.
+    #[arg(long, env = "FACTORY_MIN_TALOS_VERSION", default_value = "1.2.0", value_parser = parse_version)]
+    pub min_talos_version: TalosVersion,
+
+    /// Comma-separated Talos versions to hide from `/versions` and refuse (shown by
+    /// `/versions?broken=true`).
+    #[arg(long, env = "FACTORY_BROKEN_TALOS_VERSIONS", value_delimiter = ',', value_parser = parse_version)]
+    pub broken_versions: Vec<TalosVersion>,
 }
 
 impl Options {
@@ -58,12 +129,23 @@ impl Options {
             prefix: String::new(),
             external_url: None,
             allowed_origins: Vec::new(),
+            upstream: UpstreamChoice::Registry(DEFAULT_UPSTREAM.to_owned()),
+            upstream_namespace: String::new(),
+            upstream_cosign_key: None,
+            upstream_no_verify: false,
+            min_talos_version: DEFAULT_MIN_VERSION,
+            broken_versions: Vec::new(),
         }
     }
 
     /// Where the signing key is kept.
     pub fn signing_key_path(&self) -> PathBuf {
         self.data_dir.join("signing-key.pem")
+    }
+
+    /// Where `--upstream demo` keeps the generated stand-in release.
+    pub fn stand_in_release_dir(&self) -> PathBuf {
+        self.data_dir.join("stand-in-release")
     }
 
     /// Where the on-disk content store lives (without `--aws`).
@@ -112,5 +194,32 @@ mod tests {
         assert_eq!(o.bucket, "b");
         assert_eq!(o.allowed_origins, vec!["https://a.example", "https://b.example"]);
         assert_eq!(o.signing_key_path(), PathBuf::from("/tmp/x/signing-key.pem"));
+    }
+
+    #[test]
+    fn upstream_choices() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["image-factory-local"];
+            all.extend_from_slice(args);
+            Options::try_parse_from(all)
+        };
+        let o = parse(&["--upstream", "demo", "--broken-versions", "1.13.1,v1.12.0"]).expect("demo");
+        assert_eq!(o.upstream, UpstreamChoice::Demo);
+        assert_eq!(
+            o.broken_versions,
+            vec![TalosVersion::new(1, 13, 1), TalosVersion::new(1, 12, 0)]
+        );
+        let o = parse(&["--upstream", "oci-layout:/srv/r"]).expect("layout");
+        assert_eq!(o.upstream, UpstreamChoice::Layout(PathBuf::from("/srv/r")));
+        let o = parse(&["--upstream", "http://127.0.0.1:5001/", "--upstream-no-verify"]).expect("registry");
+        assert_eq!(
+            o.upstream,
+            UpstreamChoice::Registry("http://127.0.0.1:5001".into())
+        );
+        assert!(o.upstream_no_verify);
+        assert!(parse(&["--upstream", "ghcr.io"]).is_err());
+        assert!(parse(&["--upstream", "oci-layout:"]).is_err());
+        assert!(parse(&["--broken-versions", "x"]).is_err());
+        assert!(parse(&["--upstream-no-verify", "--upstream-cosign-key", "k.pub"]).is_err());
     }
 }

@@ -16,12 +16,14 @@ pub struct LocalServer {
     listener: TcpListener,
     state: AppState,
     store_description: String,
+    upstream_description: String,
     signing_key_path: std::path::PathBuf,
 }
 
 impl LocalServer {
-    /// Opens the store (creating the bucket with `--aws`), loads or generates the signing key and
-    /// reads the configuration. Fails before serving anything if any of it is wrong.
+    /// Opens the store (creating the bucket with `--aws`), loads or generates the signing key,
+    /// sets up the upstream (generating the stand-in release for `--upstream demo`) and reads the
+    /// configuration. Fails before serving anything if any of it is wrong.
     pub async fn prepare(options: Options, listener: TcpListener) -> Result<Self, LocalError> {
         let local_addr = listener.local_addr().map_err(|source| LocalError::Bind {
             addr: options.listen,
@@ -38,11 +40,17 @@ impl LocalServer {
         let (store, store_description) = open_store(&options).await?;
         let signing_key_path = options.signing_key_path();
         let key = SigningKey::load_or_generate(&signing_key_path)?;
+        let (catalog, upstream_description) = crate::upstream::catalog(&options, Arc::clone(&store)).await?;
         let state = AppState::new(store, config).with_signing_key_pem(key.public_key_pem());
+        let state = match catalog {
+            Ok(catalog) => state.with_catalog(catalog),
+            Err(reason) => state.with_catalog_disabled(reason),
+        };
         Ok(Self {
             listener,
             state,
             store_description,
+            upstream_description,
             signing_key_path,
         })
     }
@@ -64,10 +72,14 @@ impl LocalServer {
             "Image Factory (talos-factory-rs {version}) listening on {url}/\n\
              \x20 store:       {store}\n\
              \x20 signing key: {key}\n\
+             \x20 upstream:    {upstream}\n\
              Create a schematic:\n\
-             \x20 curl -X POST --data-binary @schematic.yaml {url}/schematics\n",
+             \x20 curl -X POST --data-binary @schematic.yaml {url}/schematics\n\
+             List the Talos versions:\n\
+             \x20 curl {url}/versions\n",
             version = env!("CARGO_PKG_VERSION"),
             store = self.store_description,
+            upstream = self.upstream_description,
             key = self.signing_key_path.display(),
         )
     }

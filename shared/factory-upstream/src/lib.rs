@@ -5,6 +5,20 @@
 //! bounded memory; and on top of that the version list and the catalogs, cached in the content
 //! store so that every Lambda shares them.
 
+pub mod catalog;
+pub mod config;
+pub mod digest;
+pub mod image;
+pub mod layout;
+pub mod registry;
+pub mod settings;
 pub mod source;
+pub mod verify;
 
+pub use catalog::{CatalogConfig, CatalogError, ReleaseCatalog};
+pub use config::{Components, UpstreamConfig};
+pub use image::{ExtractSummary, ResolvedImage, Upstream};
+pub use layout::LayoutSource;
+pub use registry::RegistrySource;
 pub use source::{BlobStream, OciSource, RawManifest, UpstreamError};
+pub use verify::Verification;

@@ -2,8 +2,10 @@
 //! and the local server merges them all.
 
 mod body;
+mod catalog;
 mod keys;
 mod schematics;
 
+pub use catalog::catalog_router;
 pub use keys::{health_router, keys_router, READYZ_PROBE_KEY};
 pub use schematics::{schematics_router, MAX_SCHEMATIC_BODY};

@@ -1,0 +1,327 @@
+//! The facade the factory uses: resolve a tag to a verified digest, then read files from, or
+//! extract, the flattened `linux/<arch>` filesystem of that image.
+
+mod extract;
+mod files;
+mod layer;
+pub mod manifest;
+mod paths;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use factory_core::arch::Arch;
+use tokio::sync::{mpsc, oneshot};
+
+pub use extract::ExtractSummary;
+pub use files::FILE_LIMIT;
+
+use crate::config::UpstreamConfig;
+use crate::digest::{content_mismatch, is_digest_reference, read_verified};
+use crate::source::{OciSource, RawManifest, UpstreamError};
+use crate::verify::{verify_image, Verification};
+use layer::{CancelOnDrop, LayerCtx};
+use manifest::{is_linux, Descriptor, ImageConfig, Parsed};
+
+/// Image configs are a few KiB; this only guards against nonsense.
+const CONFIG_LIMIT: u64 = 4 << 20;
+/// Index → index → manifest is already unusual; deeper nesting is refused.
+const MAX_NESTING: usize = 4;
+
+/// Upstream images for the factory. Cheap to share in an `Arc`.
+#[derive(Debug)]
+pub struct Upstream {
+    source: Arc<dyn OciSource>,
+    config: UpstreamConfig,
+    /// Whether the "verification disabled" warning was logged (once per instance).
+    warned_disabled: AtomicBool,
+}
+
+/// A repository reference resolved to its top-level digest (signature checked).
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    pub repository: String,
+    /// The tag or digest that was asked for.
+    pub reference: String,
+    /// `sha256:<hex>` of the top-level manifest or index.
+    pub digest: String,
+    pub manifest: RawManifest,
+}
+
+impl ResolvedImage {
+    /// `repository@digest`, for messages.
+    pub fn name(&self) -> String {
+        format!("{}@{}", self.repository, self.digest)
+    }
+}
+
+impl Upstream {
+    pub fn new(source: Arc<dyn OciSource>, config: UpstreamConfig) -> Self {
+        Upstream {
+            source,
+            config,
+            warned_disabled: AtomicBool::new(false),
+        }
+    }
+
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.config
+    }
+
+    pub fn source(&self) -> &Arc<dyn OciSource> {
+        &self.source
+    }
+
+    pub fn describe(&self) -> String {
+        self.source.describe()
+    }
+
+    /// All tags of a repository.
+    pub async fn tags(&self, repository: &str) -> Result<Vec<String>, UpstreamError> {
+        self.source.list_tags(repository).await
+    }
+
+    /// repository:reference (tag or digest) → top-level digest, cosign-verified (unless disabled).
+    pub async fn resolve(&self, repository: &str, reference: &str) -> Result<ResolvedImage, UpstreamError> {
+        let manifest = self.source.manifest(repository, reference).await?;
+        // Adapters check this too; a second look costs nothing and guards against a faulty one.
+        if is_digest_reference(reference) && manifest.digest != reference {
+            return Err(UpstreamError::Invalid {
+                image: format!("{repository}@{reference}"),
+                reason: format!("manifest digest is {}", manifest.digest),
+            });
+        }
+        match &self.config.verification {
+            Verification::Key(key) => {
+                verify_image(self.source.as_ref(), repository, &manifest.digest, key).await?
+            }
+            Verification::Disabled => {
+                if !self.warned_disabled.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        source = %self.source.describe(),
+                        "container signature verification is disabled: upstream images are used unverified"
+                    );
+                }
+            }
+        }
+        Ok(ResolvedImage {
+            repository: repository.to_string(),
+            reference: reference.to_string(),
+            digest: manifest.digest.clone(),
+            manifest,
+        })
+    }
+
+    /// Small files (catalog files, manifest.yaml) of the flattened linux/<arch> image; paths
+    /// relative, no leading '/'; missing paths are absent from the map, which is keyed by the
+    /// paths as given. Bounded: refuses files over 16 MiB ([`FILE_LIMIT`]). Paths are matched
+    /// as the layers spell them: symlinked directories are not followed, and a requested path
+    /// that is a symlink or an unresolvable hard link is an error rather than silently absent.
+    /// Layers are read from the top, and lower layers are not fetched once every path is decided.
+    pub async fn read_files(
+        &self,
+        image: &ResolvedImage,
+        arch: Arch,
+        paths: &[&str],
+    ) -> Result<BTreeMap<String, Vec<u8>>, UpstreamError> {
+        let mut requested = Vec::with_capacity(paths.len());
+        for given in paths {
+            let normalised =
+                paths::normalize(given.trim_start_matches('/')).map_err(|reason| UpstreamError::Invalid {
+                    image: image.name(),
+                    reason,
+                })?;
+            requested.push((normalised, given.to_string()));
+        }
+        if requested.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let layers = self.platform_layers(image, arch).await?;
+        let ctx = self.layer_ctx(image);
+        let _cancel = CancelOnDrop(ctx.cancelled.clone());
+        let name = image.name();
+        join(tokio::task::spawn_blocking(move || {
+            let mut scan = files::FileScan::new(&name, requested);
+            for layer in layers.iter().rev() {
+                if scan.done() {
+                    break;
+                }
+                let mut this_layer = files::LayerScan::default();
+                layer::for_each_entry(&ctx, layer, |entry| scan.visit(&mut this_layer, entry))?;
+                scan.end_layer(this_layer);
+            }
+            Ok(scan.into_found())
+        }))
+        .await
+    }
+
+    /// Extracts the flattened linux/<arch> filesystem (entries whose relative path `filter`
+    /// accepts) under `dest`, streaming. Layers are applied in order with OCI whiteouts; modes
+    /// are kept (not owners, times or xattrs); directories the filter rejects but that lead to
+    /// accepted entries are created with mode 0755. Nothing is written outside `dest`, which
+    /// should be new or empty (existing content is merged with, as a lower layer). On error the
+    /// contents of `dest` are unspecified (possibly from a layer that failed its digest check):
+    /// discard it.
+    pub async fn extract(
+        &self,
+        image: &ResolvedImage,
+        arch: Arch,
+        dest: &Path,
+        filter: &(dyn Fn(&str) -> bool + Send + Sync),
+    ) -> Result<ExtractSummary, UpstreamError> {
+        let layers = self.platform_layers(image, arch).await?;
+        let ctx = self.layer_ctx(image);
+        let _cancel = CancelOnDrop(ctx.cancelled.clone());
+        let dest = dest.to_path_buf();
+        let name = image.name();
+        // The filter borrows from the caller, so it cannot move to the blocking thread: that
+        // thread asks for each entry through this channel and the async side answers.
+        let (ask, mut questions) = mpsc::channel::<(String, oneshot::Sender<bool>)>(1);
+        let work = tokio::task::spawn_blocking(move || {
+            let cancelled = || UpstreamError::Invalid {
+                image: name.clone(),
+                reason: "extraction was cancelled".into(),
+            };
+            let mut accept = |path: &str| -> Result<bool, UpstreamError> {
+                let (reply, answer) = oneshot::channel();
+                ask.blocking_send((path.to_string(), reply))
+                    .map_err(|_| cancelled())?;
+                answer.blocking_recv().map_err(|_| cancelled())
+            };
+            let mut extractor = extract::Extractor::new(&dest, &name)?;
+            for layer in &layers {
+                extractor.begin_layer();
+                layer::for_each_entry(&ctx, layer, |entry| extractor.apply(entry, &mut accept))?;
+            }
+            extractor.finish()
+        });
+        while let Some((path, reply)) = questions.recv().await {
+            // The worker may have given up meanwhile; then nobody needs the answer.
+            let _ = reply.send(filter(&path));
+        }
+        join(work).await
+    }
+
+    fn layer_ctx(&self, image: &ResolvedImage) -> LayerCtx {
+        LayerCtx {
+            source: self.source.clone(),
+            repository: image.repository.clone(),
+            image: image.name(),
+            runtime: tokio::runtime::Handle::current(),
+            cancelled: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The layers of the `linux/<arch>` image: through the index (OCI or Docker list) if there
+    /// is one, else the manifest itself if its config is that platform (or says nothing).
+    async fn platform_layers(
+        &self,
+        image: &ResolvedImage,
+        arch: Arch,
+    ) -> Result<Vec<Descriptor>, UpstreamError> {
+        let mut raw = image.manifest.clone();
+        let mut label = image.name();
+        let mut from_index = false;
+        for _ in 0..MAX_NESTING {
+            match manifest::parse(&raw, &label)? {
+                Parsed::Index(entries) => {
+                    let wanted = entries
+                        .iter()
+                        .find(|e| e.platform.as_ref().is_some_and(|p| is_linux(p, arch.as_str())));
+                    let Some(wanted) = wanted else {
+                        let available: Vec<String> = entries
+                            .iter()
+                            .filter_map(|e| e.platform.as_ref())
+                            .filter(|p| p.os != "unknown")
+                            .map(ToString::to_string)
+                            .collect();
+                        return Err(UpstreamError::NotFound(format!(
+                            "linux/{arch} image in {label} (available platforms: {})",
+                            if available.is_empty() {
+                                "none".to_string()
+                            } else {
+                                available.join(", ")
+                            }
+                        )));
+                    };
+                    raw = self.source.manifest(&image.repository, &wanted.digest).await?;
+                    label = format!("{}@{} (linux/{arch})", image.repository, wanted.digest);
+                    from_index = true;
+                }
+                Parsed::Image { config, layers } => {
+                    if !from_index {
+                        self.check_config_platform(image, &config, arch, &label).await?;
+                    }
+                    if let Some(bad) = layers
+                        .iter()
+                        .find(|l| layer::compression(l.media_type.as_deref().unwrap_or_default()).is_none())
+                    {
+                        return Err(UpstreamError::Invalid {
+                            image: label,
+                            reason: format!(
+                                "layer {} has unsupported media type {:?}",
+                                bad.digest, bad.media_type
+                            ),
+                        });
+                    }
+                    return Ok(layers);
+                }
+            }
+        }
+        Err(UpstreamError::Invalid {
+            image: label,
+            reason: "image indexes nested too deeply".into(),
+        })
+    }
+
+    /// A single-platform manifest is used for `linux/<arch>` only if its config does not say
+    /// otherwise.
+    async fn check_config_platform(
+        &self,
+        image: &ResolvedImage,
+        config: &Descriptor,
+        arch: Arch,
+        label: &str,
+    ) -> Result<(), UpstreamError> {
+        let stream = self.source.blob(&image.repository, &config.digest).await?;
+        let bytes = read_verified(stream, &config.digest, config.size, CONFIG_LIMIT)
+            .await
+            .map_err(|e| match content_mismatch(&e) {
+                Some(m) => UpstreamError::Invalid {
+                    image: label.to_string(),
+                    reason: format!("config: {m}"),
+                },
+                None => UpstreamError::Unavailable {
+                    source_name: self.source.describe(),
+                    message: format!("reading the config of {label}: {e}"),
+                },
+            })?;
+        // Non-image configs (artifacts) carry no platform; the layer check decides about them.
+        let parsed: ImageConfig = serde_json::from_slice(&bytes).unwrap_or_default();
+        let os = parsed.os.unwrap_or_default();
+        let architecture = parsed.architecture.unwrap_or_default();
+        if os.is_empty() && architecture.is_empty() {
+            return Ok(());
+        }
+        if os == "linux" && architecture == arch.as_str() {
+            return Ok(());
+        }
+        Err(UpstreamError::NotFound(format!(
+            "linux/{arch} image in {label} (available platforms: {os}/{architecture})"
+        )))
+    }
+}
+
+/// Waits for a blocking task, re-raising its panic (a bug) rather than hiding it in an error.
+async fn join<T>(task: tokio::task::JoinHandle<Result<T, UpstreamError>>) -> Result<T, UpstreamError> {
+    match task.await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(UpstreamError::Unavailable {
+            source_name: "blocking task".into(),
+            message: e.to_string(),
+        }),
+    }
+}
