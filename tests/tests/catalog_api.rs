@@ -21,8 +21,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::local_server::LocalServerThread;
 use factory_core::version::TalosVersion;
-use factory_local::{LocalServer, Options, UpstreamChoice};
+use factory_local::{Options, UpstreamChoice};
 use factory_store::fs::FsStore;
 use factory_store::{ContentStore, PutCondition};
 
@@ -214,8 +215,7 @@ fn wrong_key(dir: &Path) -> PathBuf {
 struct Server {
     url: String,
     data_dir: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: LocalServerThread,
 }
 
 impl Server {
@@ -243,71 +243,17 @@ impl Server {
             .collect();
         configure(&mut options);
 
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<String, String>>();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            runtime.block_on(async move {
-                if aws {
-                    common::aws_config().await;
-                }
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind 127.0.0.1:0");
-                match LocalServer::prepare(options, listener).await {
-                    Ok(server) => {
-                        let _ = ready_tx.send(Ok(server.url().to_owned()));
-                        if let Err(e) = server
-                            .run(async {
-                                let _ = stopped.await;
-                            })
-                            .await
-                        {
-                            panic!("server failed: {e}");
-                        }
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                    }
-                }
-            });
-        });
-        let url = match ready_rx.recv_timeout(Duration::from_secs(240)) {
-            Ok(Ok(url)) => url,
-            Ok(Err(e)) => panic!("image-factory-local did not start: {e}"),
-            Err(_) => match thread.join() {
-                Err(panic) => std::panic::resume_unwind(panic),
-                Ok(()) => panic!("image-factory-local did not start in time"),
-            },
-        };
+        let server = LocalServerThread::start(options, aws, Duration::from_secs(240));
         Self {
-            url,
+            url: server.url().to_owned(),
             data_dir: data_dir.to_owned(),
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
     /// The on-disk content store the server uses.
     fn store(&self) -> FsStore {
         FsStore::new(self.data_dir.join("store")).expect("open the store")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() && !std::thread::panicking() {
-                panic!("the server thread panicked");
-            }
-        }
     }
 }
 

@@ -14,7 +14,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use factory_local::{LocalServer, Options};
+use common::local_server::LocalServerThread;
+use factory_local::Options;
 
 /// `{}` / `customization: {}` (spec §5.3 conformance vector).
 const EMPTY_ID: &str = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
@@ -30,8 +31,7 @@ const KERNEL_ARGS_YAML: &str = "customization:\n  extraKernelArgs: [noapic, nola
 struct Server {
     url: String,
     dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: LocalServerThread,
 }
 
 impl Server {
@@ -60,52 +60,11 @@ impl Server {
         let mut options = Options::with_data_dir(dir.path().join("data"));
         configure(&mut options);
 
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<String, String>>();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            runtime.block_on(async move {
-                if aws {
-                    // Checks credentials, region and that LocalStack answers, with clear messages.
-                    common::aws_config().await;
-                }
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind 127.0.0.1:0");
-                match LocalServer::prepare(options, listener).await {
-                    Ok(server) => {
-                        let _ = ready_tx.send(Ok(server.url().to_owned()));
-                        let result = server.run(async {
-                            let _ = stopped.await;
-                        });
-                        if let Err(e) = result.await {
-                            panic!("server failed: {e}");
-                        }
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                    }
-                }
-            });
-        });
-        let url = match ready_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Ok(url)) => url,
-            Ok(Err(e)) => panic!("image-factory-local did not start: {e}"),
-            // The thread panicked before reporting (e.g. LocalStack checks): show why.
-            Err(_) => match thread.join() {
-                Err(panic) => std::panic::resume_unwind(panic),
-                Ok(()) => panic!("image-factory-local did not start within 60 s"),
-            },
-        };
+        let server = LocalServerThread::start(options, aws, Duration::from_secs(60));
         Self {
-            url,
+            url: server.url().to_owned(),
             dir,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -118,20 +77,6 @@ impl Server {
         let path = self.dir.path().join(name);
         std::fs::write(&path, contents).expect("write scratch file");
         path
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            // Don't turn a failing test's panic into an abort by panicking again.
-            if thread.join().is_err() && !std::thread::panicking() {
-                panic!("the server thread panicked");
-            }
-        }
     }
 }
 

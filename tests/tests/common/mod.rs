@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+pub mod local_server;
+
 /// What to do when the AWS-backed tests cannot run.
 pub const LOCALSTACK_HELP: &str = "these tests need LocalStack (S3 + SQS). Start it and point the AWS SDK at it:\n\
      \x20   localstack/start && localstack/init\n\
