@@ -2,6 +2,8 @@
 
 pub mod arch;
 pub mod catalog;
+pub mod cmdline;
 pub mod goyaml;
+pub mod profile;
 pub mod schematic;
 pub mod version;

@@ -49,6 +49,21 @@ pub enum ApiError {
     /// A dependency is not reachable yet (readiness): 503, the reason is logged.
     #[error("not ready: {0}")]
     NotReady(String),
+    /// Something the request names does not exist: 404 with this text.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is valid but this factory does not build it yet: 501 with this text.
+    #[error("{0}")]
+    NotImplemented(String),
+    /// The asset is still being built: 503 with `Retry-After` (whole seconds) and this text.
+    #[error("{message}")]
+    Building { message: String, retry_after_secs: u64 },
+    /// The asset cannot be built for a reason the user caused: 400 with the builder's text.
+    #[error("{0}")]
+    AssetBuild(String),
+    /// The build pipeline failed: 500, logged.
+    #[error(transparent)]
+    Pipeline(#[from] factory_pipeline::PipelineError),
     /// Storage failed: 500, logged.
     #[error(transparent)]
     Repo(#[from] RepoError),
@@ -64,8 +79,10 @@ impl ApiError {
     /// The HTTP status this error maps to.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidSchematic(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::SchematicNotFound | Self::PageNotFound => StatusCode::NOT_FOUND,
+            Self::InvalidSchematic(_) | Self::BadRequest(_) | Self::AssetBuild(_) => StatusCode::BAD_REQUEST,
+            Self::SchematicNotFound | Self::PageNotFound | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::Building { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::VersionNotAvailable(_) => StatusCode::NOT_FOUND,
@@ -77,7 +94,9 @@ impl ApiError {
                 UpstreamError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Self::NotReady(_) | Self::CatalogDisabled(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Repo(_) | Self::Store(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Repo(_) | Self::Store(_) | Self::Internal(_) | Self::Pipeline(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -88,7 +107,10 @@ impl ApiError {
         match self {
             Self::NotReady(_) => "not ready".to_owned(),
             Self::Upstream(UpstreamError::Store(_)) => "internal server error".to_owned(),
-            Self::Upstream(_) | Self::CatalogDisabled(_) => self.to_string(),
+            Self::Upstream(_)
+            | Self::CatalogDisabled(_)
+            | Self::NotImplemented(_)
+            | Self::Building { .. } => self.to_string(),
             _ if self.status().is_server_error() => "internal server error".to_owned(),
             _ => self.to_string(),
         }
@@ -107,11 +129,21 @@ impl From<CatalogError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        if status.is_server_error() && !matches!(self, Self::Building { .. } | Self::NotImplemented(_)) {
             // Logged here, inside the request span (method, path, request ID), exactly once.
             tracing::error!(status = status.as_u16(), error = %chain(&self), "request failed");
         }
-        plain_text(status, self.public_message())
+        let retry_after = match &self {
+            Self::Building { retry_after_secs, .. } => Some(*retry_after_secs),
+            _ => None,
+        };
+        let mut response = plain_text(status, self.public_message());
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 

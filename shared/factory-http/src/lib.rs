@@ -26,16 +26,26 @@ pub use gojson::go_json;
 pub use layers::{with_common_layers, REQUEST_ID_HEADER};
 pub use repo::{PutResult, RepoError, SchematicRepo, SCHEMATIC_CONTENT_TYPE};
 pub use routes::{
-    catalog_router, health_router, keys_router, schematics_router, MAX_SCHEMATIC_BODY, READYZ_PROBE_KEY,
+    assets_router, catalog_router, health_router, image_router, keys_router, schematics_router,
+    MAX_SCHEMATIC_BODY, READYZ_PROBE_KEY,
 };
-pub use state::AppState;
+pub use state::{AppState, DEFAULT_IMAGE_WAIT_BUDGET};
 
 /// Every route family with the common layers: the whole factory API (the local server).
 pub fn app(state: AppState) -> Router {
     let routes = schematics_router(state.clone())
         .merge(keys_router(state.clone()))
-        .merge(catalog_router(state.clone()));
+        .merge(catalog_router(state.clone()))
+        .merge(image_router(state.clone()))
+        .merge(assets_router(state.clone()));
     with_common_layers(routes, state.config())
+}
+
+pub fn image_app(state: AppState) -> Router {
+    with_common_layers(
+        image_router(state.clone()).merge(assets_router(state.clone())),
+        state.config(),
+    )
 }
 
 /// What the `schematics` Lambda function serves.

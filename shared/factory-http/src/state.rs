@@ -1,5 +1,7 @@
 use std::sync::Arc;
+use std::time::Duration;
 
+use factory_pipeline::Pipeline;
 use factory_store::ContentStore;
 use factory_upstream::ReleaseCatalog;
 
@@ -13,7 +15,13 @@ pub struct AppState {
     signing_key_pem: Option<Arc<str>>,
     catalog: CatalogSlot,
     config: Arc<HttpConfig>,
+    pipeline: Option<Arc<Pipeline>>,
+    image_wait_budget: Duration,
 }
+
+/// How long an image request waits for a build before answering `503` (well under API
+/// Gateway's 29 s).
+pub const DEFAULT_IMAGE_WAIT_BUDGET: Duration = Duration::from_secs(20);
 
 /// The release catalog of the catalog routes, if this process serves them.
 #[derive(Debug, Clone)]
@@ -35,7 +43,32 @@ impl AppState {
             signing_key_pem: None,
             catalog: CatalogSlot::Absent,
             config: Arc::new(config),
+            pipeline: None,
+            image_wait_budget: DEFAULT_IMAGE_WAIT_BUDGET,
         }
+    }
+
+    /// Adds the build-on-miss pipeline the image route uses.
+    pub fn with_pipeline(mut self, pipeline: Arc<Pipeline>) -> Self {
+        self.pipeline = Some(pipeline);
+        self
+    }
+
+    /// How long an image request waits for a build (default [`DEFAULT_IMAGE_WAIT_BUDGET`]).
+    pub fn with_image_wait_budget(mut self, budget: Duration) -> Self {
+        self.image_wait_budget = budget;
+        self
+    }
+
+    /// The pipeline, or the error the image route answers without one.
+    pub fn pipeline(&self) -> Result<&Pipeline, ApiError> {
+        self.pipeline
+            .as_deref()
+            .ok_or_else(|| ApiError::Internal("no build pipeline is configured for this function".into()))
+    }
+
+    pub fn image_wait_budget(&self) -> Duration {
+        self.image_wait_budget
     }
 
     /// Adds the public signing key (PKIX PEM) served at `/oci/cosign/signing-key.pub`.

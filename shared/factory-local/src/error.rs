@@ -4,6 +4,8 @@ use std::path::PathBuf;
 /// Why the local server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
+    #[error("setting up the build pipeline: {0}")]
+    Pipeline(#[from] factory_pipeline::PipelineError),
     #[error("listening on {addr}: {source}")]
     Bind {
         addr: SocketAddr,

@@ -115,6 +115,10 @@ pub struct Options {
     /// `/versions?broken=true`).
     #[arg(long, env = "FACTORY_BROKEN_TALOS_VERSIONS", value_delimiter = ',', value_parser = parse_version)]
     pub broken_versions: Vec<TalosVersion>,
+
+    /// Seconds an image request waits for its build before answering 503 with `Retry-After`.
+    #[arg(long, env = "FACTORY_IMAGE_WAIT_SECONDS", default_value_t = 20)]
+    pub image_wait_seconds: u64,
 }
 
 impl Options {
@@ -135,6 +139,7 @@ impl Options {
             upstream_no_verify: false,
             min_talos_version: DEFAULT_MIN_VERSION,
             broken_versions: Vec::new(),
+            image_wait_seconds: 20,
         }
     }
 

@@ -2,10 +2,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use factory_assets::ReleaseAssembler;
 use factory_http::{AppState, HttpConfig};
+use factory_pipeline::{poll_once, Builder, BuilderConfig, Pipeline, PollConfig};
 use factory_signing::SigningKey;
 use factory_store::fs::FsStore;
-use factory_store::ContentStore;
+use factory_store::memory::MemoryQueue;
+use factory_store::{BuildQueue, ContentStore};
 use tokio::net::TcpListener;
 
 use crate::{LocalError, Options};
@@ -18,7 +21,15 @@ pub struct LocalServer {
     store_description: String,
     upstream_description: String,
     signing_key_path: std::path::PathBuf,
+    /// The in-process build queue and the builder polling it (absent without a release catalog).
+    builder: Option<(Arc<MemoryQueue>, Builder)>,
 }
+
+/// How long a received build message stays invisible: the builder's claim lease, so a build
+/// that outlives it is redelivered (and then finds the claim or the published record).
+const BUILD_VISIBILITY: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+/// Deliveries before a build message is dead-lettered.
+const BUILD_MAX_RECEIVES: u32 = 5;
 
 impl LocalServer {
     /// Opens the store (creating the bucket with `--aws`), loads or generates the signing key,
@@ -41,9 +52,29 @@ impl LocalServer {
         let signing_key_path = options.signing_key_path();
         let key = SigningKey::load_or_generate(&signing_key_path)?;
         let (catalog, upstream_description) = crate::upstream::catalog(&options, Arc::clone(&store)).await?;
-        let state = AppState::new(store, config).with_signing_key_pem(key.public_key_pem());
+        let state = AppState::new(Arc::clone(&store), config)
+            .with_signing_key_pem(key.public_key_pem())
+            .with_image_wait_budget(std::time::Duration::from_secs(options.image_wait_seconds));
+        let mut builder = None;
         let state = match catalog {
-            Ok(catalog) => state.with_catalog(catalog),
+            Ok(catalog) => {
+                // The same builder code the builder Lambda runs, fed by an in-process queue.
+                let queue = Arc::new(MemoryQueue::new(BUILD_VISIBILITY, BUILD_MAX_RECEIVES));
+                let assembler = Arc::new(ReleaseAssembler::new(Arc::clone(catalog.upstream())));
+                let build = Builder::new(
+                    Arc::clone(&store),
+                    Arc::new(key),
+                    assembler,
+                    BuilderConfig::default(),
+                )?;
+                let pipeline = Pipeline::new(
+                    build.index().clone(),
+                    Arc::clone(&queue) as Arc<dyn BuildQueue>,
+                    PollConfig::default(),
+                );
+                builder = Some((queue, build));
+                state.with_catalog(catalog).with_pipeline(Arc::new(pipeline))
+            }
             Err(reason) => state.with_catalog_disabled(reason),
         };
         Ok(Self {
@@ -52,6 +83,7 @@ impl LocalServer {
             store_description,
             upstream_description,
             signing_key_path,
+            builder,
         })
     }
 
@@ -87,10 +119,17 @@ impl LocalServer {
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), LocalError> {
         let app = factory_http::app(self.state);
-        axum::serve(self.listener, app)
+        let worker = self
+            .builder
+            .map(|(queue, builder)| tokio::spawn(build_loop(queue, builder)));
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
-            .map_err(LocalError::Serve)
+            .map_err(LocalError::Serve);
+        if let Some(worker) = worker {
+            worker.abort();
+        }
+        served
     }
 }
 
@@ -101,6 +140,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), LocalError> {
     LocalServer::prepare(options, listener).await?.run(shutdown).await
+}
+
+/// The local builder: receives from the in-process queue and handles messages with the
+/// builder code the Lambda runs, one at a time, until the server stops.
+async fn build_loop(queue: Arc<MemoryQueue>, builder: Builder) {
+    loop {
+        if let Err(e) = poll_once(queue.as_ref(), &builder, 1, std::time::Duration::from_secs(1)).await {
+            tracing::error!(error = %e, "build queue receive failed");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
 }
 
 async fn open_store(options: &Options) -> Result<(Arc<dyn ContentStore>, String), LocalError> {

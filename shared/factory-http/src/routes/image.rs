@@ -1,0 +1,274 @@
+//! `GET|HEAD /image/{schematic}/{version}/{*path}` (spec §4.3, issue 4: build on miss) and the
+//! object route `GET|HEAD /assets/{*key}` that serves built assets from the content store (the
+//! redirect target when no CDN is configured, as in the local server).
+//!
+//! Processing order of the image route, as the Go handler: strip a `.sha256` / `.sha512` suffix;
+//! load the schematic (404); the version (`v` added; malformed → 400, where Go answers 500; not
+//! offered → 404); parse the path (400); enhance from the schematic (400); then, ours: kinds this
+//! factory does not build yet → 501; the download name (`?filename=`, validated → 400); the
+//! exact imager digest → cache key; get or build within the wait budget.
+//!
+//! Answers: published → `GET` a `302` to `<external URL>/assets/<object key>` (with
+//! `?filename=` when a download name was asked for), `HEAD` a `200` with the object's headers
+//! and no redirect, a checksum suffix the `<hex>  <file name>\n` line; still building → `503`
+//! with `Retry-After`; a remembered user-caused failure → `400` with its message.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use factory_assets::{build_spec, imager_reference, is_built, IMAGER_INPUT};
+use factory_core::profile::{content_type, download_file_name, enhance, parse_path, ASSET_FORMAT_VERSION};
+use factory_core::schematic::SchematicId;
+use factory_core::version::TalosVersion;
+use factory_pipeline::keys::ASSETS_PREFIX;
+use factory_pipeline::{Published, Response as PipelineResponse};
+use http::{header, HeaderValue, Method, StatusCode};
+
+use crate::{ApiError, AppState};
+
+/// The image route.
+pub fn image_router(state: AppState) -> Router {
+    Router::new()
+        .route("/image/{schematic}/{version}/{*path}", get(image))
+        .with_state(state)
+}
+
+/// The object route serving `assets/...` keys of the content store.
+pub fn assets_router(state: AppState) -> Router {
+    Router::new()
+        .route("/assets/{*key}", get(asset))
+        .with_state(state)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checksum {
+    Sha256,
+    Sha512,
+}
+
+/// `path` without a checksum suffix, and which one it had.
+fn strip_checksum(path: &str) -> (&str, Option<Checksum>) {
+    if let Some(p) = path.strip_suffix(".sha512") {
+        (p, Some(Checksum::Sha512))
+    } else if let Some(p) = path.strip_suffix(".sha256") {
+        (p, Some(Checksum::Sha256))
+    } else {
+        (path, None)
+    }
+}
+
+/// The `filename` query parameter, if the query parses (Go ignores malformed pairs).
+fn filename_query(query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Option<String> {
+    query
+        .ok()
+        .and_then(|Query(pairs)| pairs.into_iter().find(|(k, _)| k == "filename"))
+        .map(|(_, v)| v)
+}
+
+async fn image(
+    State(state): State<AppState>,
+    method: Method,
+    params: Result<Path<(String, String, String)>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path((schematic_id, version_text, raw_path)) =
+        params.map_err(|e| ApiError::BadRequest(format!("invalid request path: {e}")))?;
+    let (path, checksum) = strip_checksum(&raw_path);
+
+    let not_found = || ApiError::NotFound(format!("schematic ID {schematic_id:?} not found"));
+    let id = SchematicId::parse(&schematic_id).ok_or_else(not_found)?;
+    let schematic = state.schematics().get(&id).await?.ok_or_else(not_found)?;
+
+    let version_text = if version_text.starts_with('v') {
+        version_text
+    } else {
+        format!("v{version_text}")
+    };
+    let version = TalosVersion::parse(&version_text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let catalog = state.catalog()?;
+    if !catalog.is_available(&version).await? {
+        return Err(ApiError::VersionNotAvailable(version));
+    }
+
+    let parsed = parse_path(path)
+        .map_err(|e| ApiError::BadRequest(format!("error parsing profile from path: {e}")))?;
+    let profile = enhance(parsed, &schematic, &version)
+        .map_err(|e| ApiError::BadRequest(format!("error enhancing profile from schematic: {e}")))?;
+    if !is_built(profile.output.kind) {
+        return Err(ApiError::NotImplemented(format!(
+            "{path} is not built by this factory yet"
+        )));
+    }
+    let asked_name = filename_query(query);
+    let file_name =
+        download_file_name(path, asked_name.as_deref()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+
+    let upstream = catalog.upstream();
+    let imager = upstream
+        .resolve(&upstream.config().components.imager, &imager_reference(&profile))
+        .await?;
+    let inputs = BTreeMap::from([(IMAGER_INPUT.to_owned(), imager.digest)]);
+    let cache_key = profile.cache_key(&inputs, ASSET_FORMAT_VERSION);
+    let spec = build_spec(&profile, &inputs);
+
+    let answer = state
+        .pipeline()?
+        .get_or_build(&cache_key, &spec, state.image_wait_budget())
+        .await?;
+    let published = match answer {
+        PipelineResponse::Served(published) => published,
+        PipelineResponse::Building { retry_after } => {
+            let secs = retry_after.as_secs().max(1);
+            return Err(ApiError::Building {
+                message: format!("{path} is being built; retry in {secs} seconds"),
+                retry_after_secs: secs,
+            });
+        }
+        PipelineResponse::Failed(message) => return Err(ApiError::AssetBuild(message)),
+    };
+
+    if let Some(checksum) = checksum {
+        let hex = match checksum {
+            Checksum::Sha256 => &published.sha256,
+            Checksum::Sha512 => &published.sha512,
+        };
+        return Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{hex}  {file_name}\n"),
+        )
+            .into_response());
+    }
+
+    if method == Method::HEAD {
+        return object_headers(
+            StatusCode::OK,
+            published.size,
+            content_type(path),
+            &file_name,
+            Body::empty(),
+        );
+    }
+    Ok(redirect(
+        &state,
+        &published,
+        asked_name.is_some_and(|n| !n.is_empty()).then_some(&file_name),
+    ))
+}
+
+/// `302` to the object route, carrying the download name when one was asked for.
+fn redirect(state: &AppState, published: &Published, file_name: Option<&String>) -> Response {
+    let base = state.config().external_url.trim_end_matches('/');
+    let mut location = format!("{base}/{}", published.object_key);
+    if let Some(name) = file_name {
+        location.push_str("?filename=");
+        location.push_str(&percent_encode(name));
+    }
+    let mut response = StatusCode::FOUND.into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A download response: `Content-Length`, `Content-Type`, `Content-Disposition: attachment`.
+fn object_headers(
+    status: StatusCode,
+    size: u64,
+    content_type: &str,
+    file_name: &str,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\""))
+        .map_err(|e| ApiError::BadRequest(format!("invalid filename: {e}")))?;
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
+    headers.insert(header::CONTENT_DISPOSITION, disposition);
+    Ok(response)
+}
+
+/// Streams `assets/<key>` from the store (headers only for `HEAD`).
+async fn asset(
+    State(state): State<AppState>,
+    method: Method,
+    key: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(key) = key.map_err(|_| ApiError::PageNotFound)?;
+    if key
+        .split('/')
+        .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+    {
+        return Err(ApiError::PageNotFound);
+    }
+    let object_key = format!("{ASSETS_PREFIX}{key}");
+    let name = key.rsplit('/').next().unwrap_or(&key);
+    let file_name = download_file_name(name, filename_query(query).as_deref())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let kind = content_type(name);
+    if method == Method::HEAD {
+        let meta = state
+            .store()
+            .head(&object_key)
+            .await?
+            .ok_or(ApiError::PageNotFound)?;
+        return object_headers(StatusCode::OK, meta.size, kind, &file_name, Body::empty());
+    }
+    let (meta, stream) = state
+        .store()
+        .get_stream(&object_key)
+        .await?
+        .ok_or(ApiError::PageNotFound)?;
+    object_headers(
+        StatusCode::OK,
+        meta.size,
+        kind,
+        &file_name,
+        Body::from_stream(stream),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_suffixes_are_stripped() {
+        assert_eq!(
+            strip_checksum("kernel-amd64.sha256"),
+            ("kernel-amd64", Some(Checksum::Sha256))
+        );
+        assert_eq!(
+            strip_checksum("kernel-amd64.sha512"),
+            ("kernel-amd64", Some(Checksum::Sha512))
+        );
+        assert_eq!(strip_checksum("kernel-amd64"), ("kernel-amd64", None));
+    }
+
+    #[test]
+    fn percent_encoding_keeps_unreserved() {
+        assert_eq!(percent_encode("a b+c.iso"), "a%20b%2Bc.iso");
+    }
+}

@@ -1,0 +1,173 @@
+//! The request side: serve a published asset, or enqueue its build and wait a bounded time.
+//!
+//! # Deduplication ids
+//!
+//! The build message's FIFO dedup id is the cache key, so any burst of requests for a key that
+//! was never built becomes one message. A key can also need a *re*build inside SQS's 5-minute
+//! dedup window, and a message with the same id would then be silently dropped: an index record
+//! that exists but was rejected (tampered signature), an expired failure record, or an object
+//! found corrupt ([`Pipeline::invalidate`]). In those cases the dedup id is
+//! `<cache_key>-<16 hex of sha256 of the etag of the state being replaced>`: still the same for
+//! every request that sees that same state (one message per burst), but new for each new state.
+//!
+//! # Wait budget
+//!
+//! After enqueueing, the index is polled with exponential backoff until the budget runs out
+//! (the caller picks it: ~20 s leaves room under API Gateway's 29 s limit); then the answer is
+//! [`Response::Building`] with a `Retry-After` hint, and clients retry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use factory_store::BuildQueue;
+use sha2::{Digest, Sha256};
+
+use crate::failures::Failures;
+use crate::index::{Index, Published};
+use crate::keys::{index_key, validate_cache_key};
+use crate::message::BuildMessage;
+use crate::PipelineError;
+
+/// The answer to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// Published and verified: redirect to / serve `object_key`.
+    Served(Published),
+    /// Not ready within the budget: answer 503 with this `Retry-After`.
+    Building { retry_after: Duration },
+    /// A remembered user-caused failure: answer 4xx with this message.
+    Failed(String),
+}
+
+/// Backoff of the index polling.
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    pub initial: Duration,
+    pub max: Duration,
+    /// The `Retry-After` suggested when the budget runs out.
+    pub retry_after: Duration,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+            retry_after: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    index: Index,
+    failures: Failures,
+    queue: Arc<dyn BuildQueue>,
+    poll: PollConfig,
+}
+
+impl Pipeline {
+    pub fn new(index: Index, queue: Arc<dyn BuildQueue>, poll: PollConfig) -> Self {
+        Self {
+            failures: Failures::new(index.store().clone()),
+            index,
+            queue,
+            poll,
+        }
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Served if published; Failed if a live failure record exists; otherwise enqueues the build
+    /// (deduplicated) and polls until `wait_budget`, then Building.
+    pub async fn get_or_build(
+        &self,
+        cache_key: &str,
+        spec: &serde_json::Value,
+        wait_budget: Duration,
+    ) -> Result<Response, PipelineError> {
+        validate_cache_key(cache_key)?;
+        let deadline = tokio::time::Instant::now() + wait_budget;
+        let index = self.index.lookup_with_etag(cache_key).await?;
+        if let Some(published) = index.published {
+            return Ok(Response::Served(published));
+        }
+        let failure = self.failures.state(cache_key).await?;
+        if let Some(record) = failure.valid {
+            return Ok(Response::Failed(record.message));
+        }
+        // The state this build replaces, for the dedup id (see the module documentation).
+        let replaced = index.etag.or(failure.etag);
+        self.enqueue(cache_key, spec, replaced.as_deref()).await?;
+
+        let mut delay = self.poll.initial;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(Response::Building {
+                    retry_after: self.poll.retry_after,
+                });
+            }
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(self.poll.max);
+            if let Some(published) = self.index.lookup(cache_key).await? {
+                return Ok(Response::Served(published));
+            }
+            if let Some(record) = self.failures.current(cache_key).await? {
+                return Ok(Response::Failed(record.message));
+            }
+        }
+    }
+
+    /// Forgets a published asset whose object failed [`Index::verify_object`] and enqueues its
+    /// rebuild (with a dedup id that the earlier build's message cannot swallow).
+    pub async fn invalidate(&self, cache_key: &str, spec: &serde_json::Value) -> Result<(), PipelineError> {
+        validate_cache_key(cache_key)?;
+        let key = index_key(cache_key);
+        let etag = self.index.store().head(&key).await?.map(|m| m.etag);
+        self.index.store().delete(&key).await?;
+        tracing::warn!(cache_key, "published asset invalidated; rebuilding");
+        self.enqueue(cache_key, spec, etag.as_deref()).await
+    }
+
+    async fn enqueue(
+        &self,
+        cache_key: &str,
+        spec: &serde_json::Value,
+        replaced_etag: Option<&str>,
+    ) -> Result<(), PipelineError> {
+        let message = BuildMessage::new(cache_key, spec.clone());
+        let dedup_id = dedup_id(cache_key, replaced_etag);
+        self.queue
+            .send(message.to_queue_message_with_dedup(dedup_id)?)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The FIFO dedup id of a build of `cache_key` that replaces the stored state with `etag`.
+pub fn dedup_id(cache_key: &str, replaced_etag: Option<&str>) -> String {
+    match replaced_etag {
+        None => cache_key.to_owned(),
+        Some(etag) => {
+            let digest = hex::encode(Sha256::digest(etag.trim_matches('"').as_bytes()));
+            format!("{cache_key}-{}", &digest[..16])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_ids_are_the_cache_key_unless_a_stored_state_is_replaced() {
+        assert_eq!(dedup_id("k", None), "k");
+        let a = dedup_id("k", Some("\"etag-1\""));
+        assert_eq!(a, dedup_id("k", Some("etag-1")), "quotes do not matter");
+        assert_ne!(a, dedup_id("k", Some("etag-2")));
+        assert_eq!(a.len(), "k".len() + 17);
+    }
+}
