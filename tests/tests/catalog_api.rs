@@ -14,13 +14,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::curl::Reply;
 use common::local_server::LocalServerThread;
 use factory_core::version::TalosVersion;
 use factory_local::{Options, UpstreamChoice};
@@ -275,75 +275,14 @@ fn cached(store: &dyn ContentStore, key: &str) -> Option<serde_json::Value> {
 // ---------------------------------------------------------------------------------------------
 // curl
 
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    /// Lower-cased names; the last value wins.
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map_or("", String::as_str)
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-}
-
-/// `curl -X <method> <url>`; panics if curl itself fails.
+/// `curl -X <method>` against the server under test.
 fn curl(server: &Server, method: &str, path: &str) -> Reply {
-    let scratch = tempfile::tempdir().expect("scratch dir");
-    let headers_file = scratch.path().join("headers");
-    let body_file = scratch.path().join("body");
-    let mut command = Command::new("curl");
-    command
-        .args([
-            "--silent",
-            "--show-error",
-            "--max-time",
-            "120",
-            "--write-out",
-            "%{http_code}",
-        ])
-        .arg("--dump-header")
-        .arg(&headers_file)
-        .arg("--output")
-        .arg(&body_file);
-    if method == "HEAD" {
-        command.arg("--head");
-    }
-    let output = command
-        .arg(format!("{}{path}", server.url))
-        .output()
-        .expect("the curl CLI is needed by this test (apt-get install curl)");
-    assert!(
-        output.status.success(),
-        "curl {method} {path} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let status = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .expect("curl prints the status");
-    let dump = std::fs::read_to_string(&headers_file).unwrap_or_default();
-    let headers = dump
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: std::fs::read(&body_file).unwrap_or_default(),
-    }
+    let args: &[&str] = if method == "HEAD" {
+        &["--head"]
+    } else {
+        &["-X", method]
+    };
+    common::curl::curl(&server.url, args, path)
 }
 
 fn get(server: &Server, path: &str) -> Reply {

@@ -8,12 +8,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::curl::Reply;
 use common::local_server::LocalServerThread;
 use factory_local::Options;
 
@@ -68,10 +68,6 @@ impl Server {
         }
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-
     /// A file in this test's scratch directory with `contents`.
     fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
         let path = self.dir.path().join(name);
@@ -89,75 +85,9 @@ fn run_bucket() -> &'static str {
 // ---------------------------------------------------------------------------------------------
 // curl
 
-/// What curl received (the final response when there were interim `100 Continue`s).
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    /// Lower-cased names; the last value wins.
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map_or("", String::as_str)
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-}
-
-/// Runs `curl <args> <url>` and returns the response; panics if curl itself fails.
+/// `curl <args>` against the server under test.
 fn curl(server: &Server, args: &[&str], path: &str) -> Reply {
-    let scratch = tempfile::tempdir_in(server.dir.path()).expect("scratch dir");
-    let headers_file = scratch.path().join("headers");
-    let body_file = scratch.path().join("body");
-    let output = Command::new("curl")
-        .args([
-            "--silent",
-            "--show-error",
-            "--max-time",
-            "30",
-            "--write-out",
-            "%{http_code}",
-        ])
-        .arg("--dump-header")
-        .arg(&headers_file)
-        .arg("--output")
-        .arg(&body_file)
-        .args(args)
-        .arg(server.url(path))
-        .output()
-        .expect("the curl CLI is needed by this test (apt-get install curl)");
-    assert!(
-        output.status.success(),
-        "curl {args:?} {path} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let status = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .expect("curl prints the status");
-    let dump = std::fs::read_to_string(&headers_file).unwrap_or_default();
-    // Several header blocks when the server sent `100 Continue`; the final one is last.
-    let last_block = dump.trim_end().rsplit("\r\n\r\n").next().unwrap_or_default();
-    let headers = last_block
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let body = std::fs::read(&body_file).unwrap_or_default();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    common::curl::curl(&server.url, args, path)
 }
 
 fn post_schematic(server: &Server, body: &[u8]) -> Reply {

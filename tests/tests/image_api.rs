@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::curl::{curl, Reply};
 use common::local_server::LocalServerThread;
 use factory_core::arch::Arch;
 use factory_core::cmdline::{kernel_cmdline, CmdlineInput};
@@ -23,71 +22,6 @@ use factory_upstream::{LayoutSource, Upstream, UpstreamConfig};
 use sha2::{Digest, Sha256};
 
 const VERSION: &str = "v1.12.1";
-
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    /// Lower-cased names; the last response's headers (after redirects), last value wins.
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map_or("", String::as_str)
-    }
-}
-
-/// `curl <args> <url><path>`; panics if curl itself fails.
-fn curl(url: &str, args: &[&str], path: &str) -> Reply {
-    let scratch = tempfile::tempdir().unwrap();
-    let headers_file = scratch.path().join("headers");
-    let body_file = scratch.path().join("body");
-    let output = Command::new("curl")
-        .args([
-            "--silent",
-            "--show-error",
-            "--max-time",
-            "120",
-            "--write-out",
-            "%{http_code}",
-        ])
-        .arg("--dump-header")
-        .arg(&headers_file)
-        .arg("--output")
-        .arg(&body_file)
-        .args(args)
-        .arg(format!("{}{path}", url.trim_end_matches('/')))
-        .output()
-        .expect("the curl CLI is needed by this test (apt-get install curl)");
-    assert!(
-        output.status.success(),
-        "curl {args:?} {path} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let status = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
-    let dump = std::fs::read_to_string(&headers_file).unwrap_or_default();
-    // With -L the dump holds every response; keep the last one's headers.
-    let last = dump
-        .rsplit("\r\n\r\n")
-        .find(|block| !block.trim().is_empty())
-        .unwrap_or("");
-    let headers = last
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: std::fs::read(&body_file).unwrap_or_default(),
-    }
-}
 
 /// A download as a client would do it: follow redirects, retry a 503 (building).
 fn download(url: &str, path: &str) -> Reply {

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+pub mod curl;
 pub mod local_server;
 
 /// What to do when the AWS-backed tests cannot run.
