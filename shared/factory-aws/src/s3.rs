@@ -1,6 +1,7 @@
 //! [`ContentStore`] on S3.
 
 use async_trait::async_trait;
+use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
@@ -8,7 +9,7 @@ use aws_sdk_s3::types::{
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 use factory_store::{
-    validate_key, ByteStream, ContentStore, ObjectMeta, PutCondition, PutOutcome, StoreError,
+    validate_key, ByteStream, ContentStore, ObjectMeta, PresignHeaders, PutCondition, PutOutcome, StoreError,
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -365,6 +366,32 @@ impl ContentStore for S3Store {
         }
         keys.sort();
         Ok(keys)
+    }
+
+    /// A SigV4 presigned `GetObject` URL (at most 7 days, S3's limit), with
+    /// `response-content-type` / `response-content-disposition` so the download is named and
+    /// typed whatever the object's stored metadata says.
+    async fn presign_get(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+        headers: &PresignHeaders,
+    ) -> Result<Option<String>, StoreError> {
+        let object_key = self.object_key(key)?;
+        let config = PresigningConfig::expires_in(ttl)
+            .map_err(|e| StoreError::Backend(format!("presigning {object_key}: {e}")))?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&object_key)
+            .set_response_content_type(headers.content_type.clone())
+            .set_response_content_disposition(headers.content_disposition.clone());
+        let presigned = request
+            .presigned(config)
+            .await
+            .map_err(|e| AwsError::sdk(format!("presigning GetObject {object_key}"), &e))?;
+        Ok(Some(presigned.uri().to_owned()))
     }
 }
 

@@ -1,11 +1,39 @@
 //! HTTP configuration, read once at start from the environment.
 
+use std::time::Duration;
+
 /// Environment variable: the URL clients reach the factory at (links, talosctl URLs, installer
 /// references). `http`/`https` with a host. Default `https://localhost/` (the Go default).
 pub const ENV_EXTERNAL_URL: &str = "FACTORY_EXTERNAL_URL";
 /// Environment variable: comma-separated CORS origins, e.g. `https://a.example,https://b.example`;
 /// `*` allows any origin. Default `*` (the Go default `["*"]`).
 pub const ENV_ALLOWED_ORIGINS: &str = "FACTORY_ALLOWED_ORIGINS";
+
+/// Environment variable: base URL of the CDN in front of the content store (e.g. the CloudFront
+/// distribution's `https://dxxxx.cloudfront.net/`). Built assets are then redirected to
+/// `<base>/<object key>`. Unset: redirects go to presigned S3 URLs.
+pub const ENV_ASSET_BASE_URL: &str = "FACTORY_ASSET_BASE_URL";
+/// Environment variable: lifetime of presigned asset URLs in seconds (1 to 604800, S3's limit;
+/// default 3600). Used when [`ENV_ASSET_BASE_URL`] is unset.
+pub const ENV_ASSET_URL_TTL: &str = "FACTORY_ASSET_URL_TTL_SECONDS";
+
+/// Default lifetime of presigned asset URLs: long enough for a slow multi-GiB download to start
+/// (S3 checks the signature when the request starts, not while the body streams).
+pub const DEFAULT_ASSET_URL_TTL: Duration = Duration::from_secs(3600);
+
+/// Where the image route redirects a client for the bytes of a built asset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssetLinks {
+    /// `<external URL>/assets/<key>`: this server streams the object itself (the local server).
+    ObjectRoute,
+    /// `<base>/<object key>`: a CDN serving the content store. Object keys are content
+    /// addressed, so the CDN may cache them forever; `?filename=` is appended for the CDN's
+    /// viewer-response function to turn into `Content-Disposition`.
+    Cdn(String),
+    /// A presigned store URL valid this long (no CDN configured); stores without presigned
+    /// URLs fall back to the object route.
+    Presigned(Duration),
+}
 
 /// The Go factory's default external URL.
 pub const DEFAULT_EXTERNAL_URL: &str = "https://localhost/";
@@ -17,6 +45,10 @@ pub enum ConfigError {
     ExternalUrl(String),
     #[error("{ENV_ALLOWED_ORIGINS}: origin {0:?} is neither \"*\" nor scheme://host[:port]")]
     Origin(String),
+    #[error("{ENV_ASSET_BASE_URL}={0:?}: an http:// or https:// URL with a host is required")]
+    AssetBaseUrl(String),
+    #[error("{ENV_ASSET_URL_TTL}={0:?}: a number of seconds from 1 to 604800 is required")]
+    AssetUrlTtl(String),
 }
 
 /// What the HTTP layer needs to know about its deployment.
@@ -28,6 +60,8 @@ pub struct HttpConfig {
     pub allowed_origins: Vec<String>,
     /// The `Server` header of every response.
     pub server_name: String,
+    /// See [`AssetLinks`]; from the environment: [`ENV_ASSET_BASE_URL`] or presigned URLs.
+    pub asset_links: AssetLinks,
 }
 
 impl Default for HttpConfig {
@@ -36,6 +70,7 @@ impl Default for HttpConfig {
             external_url: DEFAULT_EXTERNAL_URL.to_owned(),
             allowed_origins: vec!["*".to_owned()],
             server_name: default_server_name(),
+            asset_links: AssetLinks::ObjectRoute,
         }
     }
 }
@@ -68,6 +103,21 @@ impl HttpConfig {
         if let Some(origins) = set(ENV_ALLOWED_ORIGINS) {
             config = config.with_allowed_origins(origins.split(','))?;
         }
+        config.asset_links = match set(ENV_ASSET_BASE_URL) {
+            Some(base) => {
+                if !is_http_url_with_host(&base) {
+                    return Err(ConfigError::AssetBaseUrl(base));
+                }
+                AssetLinks::Cdn(base)
+            }
+            None => match set(ENV_ASSET_URL_TTL) {
+                None => AssetLinks::Presigned(DEFAULT_ASSET_URL_TTL),
+                Some(text) => match text.parse::<u64>() {
+                    Ok(secs @ 1..=604_800) => AssetLinks::Presigned(Duration::from_secs(secs)),
+                    _ => return Err(ConfigError::AssetUrlTtl(text)),
+                },
+            },
+        };
         Ok(config)
     }
 
@@ -77,6 +127,17 @@ impl HttpConfig {
             return Err(ConfigError::ExternalUrl(url.to_owned()));
         }
         self.external_url = url.to_owned();
+        Ok(self)
+    }
+
+    /// Replaces where built assets are linked to (a [`AssetLinks::Cdn`] base is checked).
+    pub fn with_asset_links(mut self, links: AssetLinks) -> Result<Self, ConfigError> {
+        if let AssetLinks::Cdn(base) = &links {
+            if !is_http_url_with_host(base) {
+                return Err(ConfigError::AssetBaseUrl(base.clone()));
+            }
+        }
+        self.asset_links = links;
         Ok(self)
     }
 
@@ -142,6 +203,29 @@ mod tests {
         assert_eq!(c.external_url, "https://localhost/");
         assert_eq!(c.allowed_origins, vec!["*"]);
         assert!(c.server_name.starts_with("Image Factory talos-factory-rs "));
+        assert_eq!(c.asset_links, AssetLinks::Presigned(DEFAULT_ASSET_URL_TTL));
+        assert_eq!(HttpConfig::default().asset_links, AssetLinks::ObjectRoute);
+    }
+
+    #[test]
+    fn asset_links_come_from_the_cdn_base_or_the_presign_ttl() {
+        let cdn = config(&[(ENV_ASSET_BASE_URL, "https://d1.cloudfront.net/")]).expect("cdn");
+        assert_eq!(
+            cdn.asset_links,
+            AssetLinks::Cdn("https://d1.cloudfront.net/".into())
+        );
+        let ttl = config(&[(ENV_ASSET_URL_TTL, "600")]).expect("ttl");
+        assert_eq!(ttl.asset_links, AssetLinks::Presigned(Duration::from_secs(600)));
+        for bad in ["0", "604801", "ten"] {
+            assert_eq!(
+                config(&[(ENV_ASSET_URL_TTL, bad)]),
+                Err(ConfigError::AssetUrlTtl(bad.into()))
+            );
+        }
+        assert_eq!(
+            config(&[(ENV_ASSET_BASE_URL, "d1.cloudfront.net")]),
+            Err(ConfigError::AssetBaseUrl("d1.cloudfront.net".into()))
+        );
     }
 
     #[test]

@@ -19,7 +19,8 @@ mod state;
 use axum::Router;
 
 pub use config::{
-    default_server_name, ConfigError, HttpConfig, DEFAULT_EXTERNAL_URL, ENV_ALLOWED_ORIGINS, ENV_EXTERNAL_URL,
+    default_server_name, AssetLinks, ConfigError, HttpConfig, DEFAULT_ASSET_URL_TTL, DEFAULT_EXTERNAL_URL,
+    ENV_ALLOWED_ORIGINS, ENV_ASSET_BASE_URL, ENV_ASSET_URL_TTL, ENV_EXTERNAL_URL,
 };
 pub use error::{plain_text, ApiError};
 pub use gojson::go_json;
@@ -41,11 +42,10 @@ pub fn app(state: AppState) -> Router {
     with_common_layers(routes, state.config())
 }
 
+/// What the `image` Lambda function serves. Not the object route: a Lambda response is capped
+/// at 6 MB, so built assets are served by the CDN or presigned S3 URLs ([`AssetLinks`]).
 pub fn image_app(state: AppState) -> Router {
-    with_common_layers(
-        image_router(state.clone()).merge(assets_router(state.clone())),
-        state.config(),
-    )
+    with_common_layers(image_router(state.clone()), state.config())
 }
 
 /// What the `schematics` Lambda function serves.

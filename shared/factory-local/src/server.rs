@@ -87,6 +87,11 @@ impl LocalServer {
         })
     }
 
+    /// The builder's counters (absent without a release catalog): how many assets it built.
+    pub fn build_stats(&self) -> Option<Arc<factory_pipeline::BuildStats>> {
+        self.builder.as_ref().map(|(_, builder)| builder.stats())
+    }
+
     /// The base URL clients use, without a trailing slash.
     pub fn url(&self) -> &str {
         self.state.config().external_url.trim_end_matches('/')

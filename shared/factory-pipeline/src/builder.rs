@@ -29,6 +29,7 @@
 //! index record (last); release the claim. User errors write a failure record and finish the
 //! message; everything else is `Retry` (the claim is released so the redelivery need not wait).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,6 +109,55 @@ impl Outcome {
     }
 }
 
+/// Counters of what a builder did, per process: logged and asserted on by tests (a test that
+/// wants "exactly one build" counts `built` here rather than guessing from stored objects).
+#[derive(Debug, Default)]
+pub struct BuildStats {
+    built: AtomicU64,
+    already_published: AtomicU64,
+    claimed_elsewhere: AtomicU64,
+    user_errors: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl BuildStats {
+    fn record(&self, outcome: &Outcome) {
+        let counter = match outcome {
+            Outcome::Built(_) => &self.built,
+            Outcome::AlreadyPublished(_) => &self.already_published,
+            Outcome::ClaimedElsewhere { .. } => &self.claimed_elsewhere,
+            Outcome::UserError(_) => &self.user_errors,
+            Outcome::Retry(_) => &self.retries,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Assets assembled and published.
+    pub fn built(&self) -> u64 {
+        self.built.load(Ordering::Relaxed)
+    }
+
+    /// Messages that found the asset already published.
+    pub fn already_published(&self) -> u64 {
+        self.already_published.load(Ordering::Relaxed)
+    }
+
+    /// Messages that found another builder's live claim.
+    pub fn claimed_elsewhere(&self) -> u64 {
+        self.claimed_elsewhere.load(Ordering::Relaxed)
+    }
+
+    /// Messages finished with a user-caused failure.
+    pub fn user_errors(&self) -> u64 {
+        self.user_errors.load(Ordering::Relaxed)
+    }
+
+    /// Messages handed back for redelivery.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BuilderConfig {
     /// Claim lease; renewed every third of it while building. Builder death is noticed after at
@@ -137,6 +187,7 @@ pub struct Builder {
     config: BuilderConfig,
     /// Identifies this builder instance in claims (plus a per-build suffix).
     id: String,
+    stats: Arc<BuildStats>,
 }
 
 /// Internal result of the claimed part of a build.
@@ -163,7 +214,13 @@ impl Builder {
             assembler,
             config,
             id: uuid::Uuid::new_v4().simple().to_string(),
+            stats: Arc::default(),
         })
+    }
+
+    /// This builder's counters (shared by its clones).
+    pub fn stats(&self) -> Arc<BuildStats> {
+        Arc::clone(&self.stats)
     }
 
     pub fn index(&self) -> &Index {
@@ -172,13 +229,15 @@ impl Builder {
 
     /// Handles one message; never fails (infrastructure errors become [`Outcome::Retry`]).
     pub async fn handle(&self, message: &BuildMessage) -> Outcome {
-        match self.try_handle(message).await {
+        let outcome = match self.try_handle(message).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::warn!(cache_key = %message.cache_key, error = %e, "build failed; will be retried");
                 Outcome::Retry(e.to_string())
             }
-        }
+        };
+        self.stats.record(&outcome);
+        outcome
     }
 
     async fn try_handle(&self, message: &BuildMessage) -> Result<Outcome, PipelineError> {
@@ -324,13 +383,14 @@ impl Builder {
             .copy_verified(&staging, &object_key, &meta.content_type, &digests.sha256)
             .await;
         self.delete_quietly(&staging).await;
-        copied?;
+        let object = copied?;
         Ok(Ok(IndexRecord {
             cache_key: cache_key.to_owned(),
             object_key,
             sha256: digests.sha256,
             sha512: digests.sha512,
             size: digests.size,
+            object_etag: object.etag,
             content_type: meta.content_type,
             file_name: meta.file_name,
             input_digests: meta.input_digests,
@@ -346,7 +406,7 @@ impl Builder {
         to: &str,
         content_type: &str,
         sha256: &str,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<factory_store::ObjectMeta, PipelineError> {
         let Some((_, stream)) = self.store.get_stream(from).await? else {
             return Err(PipelineError::Integrity {
                 key: from.to_owned(),
@@ -364,7 +424,7 @@ impl Builder {
             .map_err(std::io::Error::other);
         let reader = tokio_util::io::StreamReader::new(stream.boxed());
         let content_type = (!content_type.is_empty()).then_some(content_type);
-        self.store.put_stream(to, Box::new(reader), content_type).await?;
+        let written = self.store.put_stream(to, Box::new(reader), content_type).await?;
         let actual = match hashes.lock() {
             Ok(h) => h.clone().finish().sha256,
             Err(_) => String::new(),
@@ -376,7 +436,7 @@ impl Builder {
                 detail: format!("copied sha256 {actual}, assembled {sha256}"),
             });
         }
-        Ok(())
+        Ok(written)
     }
 
     async fn delete_quietly(&self, key: &str) {

@@ -31,7 +31,7 @@ use crate::keys::{asset_key, index_key, validate_cache_key};
 use crate::PipelineError;
 
 /// Bumped when the record's meaning changes; records of another version are misses (rebuilt).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// What is known about a published asset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +41,10 @@ pub struct IndexRecord {
     pub sha256: String,
     pub sha512: String,
     pub size: u64,
+    /// The store's etag of the object as written. Checked (with the size) by a cheap `HEAD`
+    /// before every redirect: an object rewritten in place gets a new etag, so altered bytes are
+    /// never redirected to without re-reading the whole object per request.
+    pub object_etag: String,
     pub content_type: String,
     pub file_name: String,
     /// Exact digests of every upstream input (name → digest), as reported by the assembler.
@@ -210,6 +214,27 @@ impl Index {
     }
 }
 
+impl Index {
+    /// The cheap check done before every redirect: the object exists with the published size
+    /// and etag (one `HEAD`). The full re-hash is [`Self::verify_object`].
+    pub async fn check_object(&self, published: &Published) -> Result<ObjectCheck, PipelineError> {
+        let Some(meta) = self.store.head(&published.object_key).await? else {
+            return Ok(ObjectCheck::Missing);
+        };
+        Ok(if meta.size != published.size {
+            ObjectCheck::Corrupt {
+                detail: format!("size {} instead of {}", meta.size, published.size),
+            }
+        } else if meta.etag.trim_matches('"') != published.object_etag.trim_matches('"') {
+            ObjectCheck::Corrupt {
+                detail: format!("etag {} instead of {}", meta.etag, published.object_etag),
+            }
+        } else {
+            ObjectCheck::Intact
+        })
+    }
+}
+
 /// The stored index record's state.
 #[derive(Debug)]
 pub(crate) struct IndexState {
@@ -233,6 +258,7 @@ mod tests {
             sha256,
             sha512: "cd".repeat(64),
             size: 3,
+            object_etag: "e".to_owned(),
             content_type: "application/octet-stream".to_owned(),
             file_name: "kernel-amd64".to_owned(),
             input_digests: BTreeMap::from([("kernel".to_owned(), "sha256:00".to_owned())]),

@@ -32,8 +32,8 @@ pub mod message;
 pub mod pipeline;
 
 pub use builder::{
-    handle_batch, poll_once, AssembleError, AssembledMeta, Assembler, BatchMessage, Builder, BuilderConfig,
-    Outcome,
+    handle_batch, poll_once, AssembleError, AssembledMeta, Assembler, BatchMessage, BuildStats, Builder,
+    BuilderConfig, Outcome,
 };
 pub use claims::{ClaimOutcome, ClaimRecord, Claims, Lease};
 pub use error::PipelineError;

@@ -23,7 +23,7 @@ use factory_store::BuildQueue;
 use sha2::{Digest, Sha256};
 
 use crate::failures::Failures;
-use crate::index::{Index, Published};
+use crate::index::{Index, ObjectCheck, Published};
 use crate::keys::{index_key, validate_cache_key};
 use crate::message::BuildMessage;
 use crate::PipelineError;
@@ -80,8 +80,10 @@ impl Pipeline {
         &self.index
     }
 
-    /// Served if published; Failed if a live failure record exists; otherwise enqueues the build
-    /// (deduplicated) and polls until `wait_budget`, then Building.
+    /// Served if published and the object passes [`Index::check_object`]; Failed if a live
+    /// failure record exists; otherwise enqueues the build (deduplicated) and polls until
+    /// `wait_budget`, then Building. A published asset whose object is missing or altered is
+    /// forgotten and rebuilt: altered bytes are never served.
     pub async fn get_or_build(
         &self,
         cache_key: &str,
@@ -91,15 +93,25 @@ impl Pipeline {
         validate_cache_key(cache_key)?;
         let deadline = tokio::time::Instant::now() + wait_budget;
         let index = self.index.lookup_with_etag(cache_key).await?;
-        if let Some(published) = index.published {
-            return Ok(Response::Served(published));
-        }
-        let failure = self.failures.state(cache_key).await?;
-        if let Some(record) = failure.valid {
-            return Ok(Response::Failed(record.message));
-        }
-        // The state this build replaces, for the dedup id (see the module documentation).
-        let replaced = index.etag.or(failure.etag);
+        let replaced = match index.published {
+            Some(published) => {
+                if self.intact(&published).await? {
+                    return Ok(Response::Served(published));
+                }
+                // A published record whose object is gone or altered: forget it and rebuild. The
+                // record's etag makes the rebuild's dedup id new (see the module documentation).
+                self.index.store().delete(&index_key(cache_key)).await?;
+                index.etag
+            }
+            None => {
+                let failure = self.failures.state(cache_key).await?;
+                if let Some(record) = failure.valid {
+                    return Ok(Response::Failed(record.message));
+                }
+                // The state this build replaces, for the dedup id.
+                index.etag.or(failure.etag)
+            }
+        };
         self.enqueue(cache_key, spec, replaced.as_deref()).await?;
 
         let mut delay = self.poll.initial;
@@ -113,10 +125,29 @@ impl Pipeline {
             tokio::time::sleep(delay.min(deadline - now)).await;
             delay = (delay * 2).min(self.poll.max);
             if let Some(published) = self.index.lookup(cache_key).await? {
-                return Ok(Response::Served(published));
+                // A fresh record whose object fails the check is left to the next request,
+                // which invalidates it (with a dedup id of its own).
+                if self.intact(&published).await? {
+                    return Ok(Response::Served(published));
+                }
             }
             if let Some(record) = self.failures.current(cache_key).await? {
                 return Ok(Response::Failed(record.message));
+            }
+        }
+    }
+
+    /// Whether the published object still is what was published (one `HEAD`: size and etag).
+    async fn intact(&self, published: &crate::Published) -> Result<bool, PipelineError> {
+        match self.index.check_object(published).await? {
+            ObjectCheck::Intact => Ok(true),
+            ObjectCheck::Missing => {
+                tracing::warn!(cache_key = %published.cache_key, object_key = %published.object_key, "published object is missing; rebuilding");
+                Ok(false)
+            }
+            ObjectCheck::Corrupt { detail } => {
+                tracing::warn!(cache_key = %published.cache_key, object_key = %published.object_key, %detail, "published object was altered; rebuilding");
+                Ok(false)
             }
         }
     }

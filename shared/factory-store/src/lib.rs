@@ -15,4 +15,6 @@ mod queue;
 mod store;
 
 pub use queue::{BuildQueue, QueueError, QueueMessage, ReceivedMessage};
-pub use store::{validate_key, ByteStream, ContentStore, ObjectMeta, PutCondition, PutOutcome, StoreError};
+pub use store::{
+    validate_key, ByteStream, ContentStore, ObjectMeta, PresignHeaders, PutCondition, PutOutcome, StoreError,
+};

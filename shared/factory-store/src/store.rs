@@ -105,4 +105,24 @@ pub trait ContentStore: Send + Sync + std::fmt::Debug {
 
     /// Keys under a prefix, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+
+    /// A URL a client can `GET` the object from directly for `ttl`, answered with the given
+    /// response headers (an S3 presigned `GetObject`). `None` when the store has no such URLs
+    /// (the disk store: the server serves the object itself).
+    async fn presign_get(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+        headers: &PresignHeaders,
+    ) -> Result<Option<String>, StoreError> {
+        let _ = (key, ttl, headers);
+        Ok(None)
+    }
+}
+
+/// Response headers a presigned URL makes the store answer with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PresignHeaders {
+    pub content_type: Option<String>,
+    pub content_disposition: Option<String>,
 }

@@ -29,7 +29,9 @@ use factory_pipeline::keys::ASSETS_PREFIX;
 use factory_pipeline::{Published, Response as PipelineResponse};
 use http::{header, HeaderValue, Method, StatusCode};
 
-use crate::{ApiError, AppState};
+use factory_store::PresignHeaders;
+
+use crate::{ApiError, AppState, AssetLinks};
 
 /// The image route.
 pub fn image_router(state: AppState) -> Router {
@@ -153,26 +155,56 @@ async fn image(
             Body::empty(),
         );
     }
-    Ok(redirect(
-        &state,
-        &published,
-        asked_name.is_some_and(|n| !n.is_empty()).then_some(&file_name),
-    ))
+    let named = asked_name
+        .is_some_and(|n| !n.is_empty())
+        .then_some(file_name.as_str());
+    redirect(&state, &published, content_type(path), named).await
 }
 
-/// `302` to the object route, carrying the download name when one was asked for.
-fn redirect(state: &AppState, published: &Published, file_name: Option<&String>) -> Response {
-    let base = state.config().external_url.trim_end_matches('/');
-    let mut location = format!("{base}/{}", published.object_key);
-    if let Some(name) = file_name {
-        location.push_str("?filename=");
-        location.push_str(&percent_encode(name));
-    }
+/// `302` to where the bytes are ([`AssetLinks`]), carrying the download name when one was asked
+/// for.
+async fn redirect(
+    state: &AppState,
+    published: &Published,
+    content_type: &str,
+    file_name: Option<&str>,
+) -> Result<Response, ApiError> {
+    let with_name = |base: &str| {
+        let mut location = format!("{}/{}", base.trim_end_matches('/'), published.object_key);
+        if let Some(name) = file_name {
+            location.push_str("?filename=");
+            location.push_str(&percent_encode(name));
+        }
+        location
+    };
+    let location = match &state.config().asset_links {
+        AssetLinks::Cdn(base) => with_name(base),
+        AssetLinks::ObjectRoute => with_name(&state.config().external_url),
+        AssetLinks::Presigned(ttl) => {
+            let headers = PresignHeaders {
+                content_type: Some(content_type.to_owned()),
+                content_disposition: Some(attachment(file_name.unwrap_or(&published.file_name))),
+            };
+            match state
+                .store()
+                .presign_get(&published.object_key, *ttl, &headers)
+                .await?
+            {
+                Some(url) => url,
+                None => with_name(&state.config().external_url),
+            }
+        }
+    };
+    let value = HeaderValue::from_str(&location)
+        .map_err(|e| ApiError::Internal(format!("redirect location {location:?}: {e}")))?;
     let mut response = StatusCode::FOUND.into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    response
+    response.headers_mut().insert(header::LOCATION, value);
+    Ok(response)
+}
+
+/// `attachment; filename="<name>"`; names are validated to need no escaping.
+fn attachment(file_name: &str) -> String {
+    format!("attachment; filename=\"{file_name}\"")
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).
@@ -196,7 +228,7 @@ fn object_headers(
     file_name: &str,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\""))
+    let disposition = HeaderValue::from_str(&attachment(file_name))
         .map_err(|e| ApiError::BadRequest(format!("invalid filename: {e}")))?;
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
@@ -241,13 +273,51 @@ async fn asset(
         .get_stream(&object_key)
         .await?
         .ok_or(ApiError::PageNotFound)?;
-    object_headers(
-        StatusCode::OK,
-        meta.size,
-        kind,
-        &file_name,
-        Body::from_stream(stream),
-    )
+    let body = match key.split('/').nth(1) {
+        Some(sha256) => Body::from_stream(verified(stream, sha256.to_owned(), object_key)),
+        None => Body::from_stream(stream),
+    };
+    object_headers(StatusCode::OK, meta.size, kind, &file_name, body)
+}
+
+/// The object's bytes, re-hashed on the way out: asset keys name their sha256
+/// (`<cache key>/<sha256>/<file>`), and bytes that do not hash to it end the body with an error,
+/// so the client sees a broken transfer (short of `Content-Length`) rather than a complete,
+/// altered file. Cheap (one pass, no buffering); the image route's `HEAD` check makes the next
+/// request rebuild.
+fn verified(
+    stream: factory_store::ByteStream,
+    expected_sha256: String,
+    object_key: String,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
+    use futures::StreamExt;
+    use sha2::Digest;
+    let hasher = std::sync::Arc::new(std::sync::Mutex::new(sha2::Sha256::new()));
+    let tap = std::sync::Arc::clone(&hasher);
+    let body = stream.map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        if let Ok(mut h) = tap.lock() {
+            h.update(&chunk);
+        }
+        Ok(chunk)
+    });
+    let check = futures::stream::once(async move {
+        let actual = hasher
+            .lock()
+            .map(|h| hex::encode(h.clone().finalize()))
+            .unwrap_or_default();
+        if actual == expected_sha256 {
+            Ok(bytes::Bytes::new())
+        } else {
+            tracing::error!(
+                object_key,
+                actual,
+                "served object does not match its content address; aborting the response"
+            );
+            Err(std::io::Error::other(format!("{object_key} is corrupt")))
+        }
+    });
+    body.chain(check)
 }
 
 #[cfg(test)]
