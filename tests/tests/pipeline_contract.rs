@@ -629,6 +629,23 @@ async fn altered_object_bytes_are_detected_and_rebuilt(fixture: &Fixture) {
         s.pipeline.index().verify_object(&published).await.unwrap(),
         ObjectCheck::Corrupt { .. }
     ));
+    // The cheap check before every redirect (size + etag) notices too, and the request side
+    // rebuilds instead of serving: the answer is an intact object, never the altered one.
+    assert!(matches!(
+        s.pipeline.index().check_object(&published).await.unwrap(),
+        ObjectCheck::Corrupt { .. }
+    ));
+    let repaired = served(&s.pipeline, &key, &spec).await;
+    assert_eq!(
+        s.pipeline.index().check_object(&repaired).await.unwrap(),
+        ObjectCheck::Intact
+    );
+    assert_eq!(
+        read_all(&*s.store, &repaired.object_key).await,
+        expected_bytes("genuine", 1000)
+    );
+    assert_eq!(s.dummy.calls(), 2, "the request side rebuilt the altered asset");
+
     s.store.delete(&published.object_key).await.unwrap();
     assert_eq!(
         s.pipeline.index().verify_object(&published).await.unwrap(),
@@ -647,5 +664,5 @@ async fn altered_object_bytes_are_detected_and_rebuilt(fixture: &Fixture) {
         read_all(&*s.store, &rebuilt.object_key).await,
         expected_bytes("genuine", 1000)
     );
-    assert_eq!(s.dummy.calls(), 2);
+    assert_eq!(s.dummy.calls(), 3);
 }
