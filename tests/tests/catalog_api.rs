@@ -520,6 +520,8 @@ fn registry_s3_meta() {
             options.aws = true;
             options.bucket = bucket;
             options.prefix = prefix;
+            // A build queue of its own: servers sharing one would build each other's messages.
+            options.queue = common::unique_name("catalog-api");
         },
         true,
     );

@@ -1,93 +1,34 @@
-//! The image route end to end with the embedded store (issue 4, first assets): `image-factory-local`
-//! started in-process over an on-disk store, reading the stand-in Talos release from the OCI
-//! layouts `tools/stand-in-release` generates (verified with its `cosign.pub`), driven with the
-//! real `curl` CLI. Builds run on the local server's in-process queue and builder.
+//! The image route end to end (issue 4, first assets): `image-factory-local` started in-process
+//! over the stand-in Talos release (OCI layouts from `tools/stand-in-release`, verified with its
+//! `cosign.pub`), driven with the real `curl` CLI, on both backends (`fs::*`: the on-disk store;
+//! `s3::*`: `--aws` on LocalStack, which fails, never skips, without it). Builds run on the local
+//! server's own queue and builder.
+//!
+//! What is checked here is the route's HTTP behaviour: the bytes and headers it serves, its error
+//! answers, and the refusal of hostile download names. Concurrency, tampering and the Lambda
+//! wiring are in `build_on_miss.rs`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::curl::{curl, Reply};
-use common::local_server::LocalServerThread;
+use common::image::{assert_error, assert_same_bytes, download, redirect_key, Backend, ImageServer};
+use common::stand_in::VERSION;
 use factory_core::arch::Arch;
 use factory_core::cmdline::{kernel_cmdline, CmdlineInput};
 use factory_core::schematic::MetaValue;
 use factory_core::version::TalosVersion;
-use factory_local::{Options, UpstreamChoice};
-use factory_upstream::verify::Verification;
-use factory_upstream::{LayoutSource, Upstream, UpstreamConfig};
 use sha2::{Digest, Sha256};
 
-const VERSION: &str = "v1.12.1";
+common::image::backend_tests!(kernel_and_cmdline, request_errors, hostile_filenames);
 
-/// A download as a client would do it: follow redirects, retry a 503 (building).
-fn download(url: &str, path: &str) -> Reply {
-    curl(url, &["-L", "--retry", "10", "--retry-all-errors"], path)
-}
-
-fn post_schematic(url: &str, yaml: &str) -> String {
-    let reply = curl(url, &["-X", "POST", "--data-binary", yaml], "/schematics");
-    assert_eq!(reply.status, 201, "{}", reply.text());
-    let json: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
-    json["id"].as_str().unwrap().to_owned()
-}
-
-fn assert_error(reply: &Reply, status: u16, part: &str) {
-    assert_eq!(reply.status, status, "{}", reply.text());
-    assert!(
-        reply.text().contains(part),
-        "{part:?} is not in {:?}",
-        reply.text()
-    );
-}
-
-/// The stand-in kernel, read from the generated layout with the upstream adapter.
-fn release_kernel(out: &Path, key: &Path) -> Vec<u8> {
-    let pem = std::fs::read_to_string(key).unwrap();
-    let upstream = Upstream::new(
-        Arc::new(LayoutSource::new(out)),
-        UpstreamConfig::new(Verification::from_public_key_pem(&pem).unwrap()),
-    );
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let image = upstream.resolve("siderolabs/imager", VERSION).await.unwrap();
-            let mut files = upstream
-                .read_files(&image, Arch::Amd64, &["usr/install/amd64/vmlinuz"])
-                .await
-                .unwrap();
-            files
-                .remove("usr/install/amd64/vmlinuz")
-                .expect("the imager has a kernel")
-        })
-}
-
-#[test]
-fn oci_layout_fs_kernel_and_cmdline() {
-    let out = tempfile::tempdir().unwrap();
-    let options = stand_in_release::GenerateOptions {
-        out: out.path().to_owned(),
-        boot_parts: stand_in_release::BootPartsSource::Placeholders,
-        key_pem: None,
-    };
-    stand_in_release::generate(&options).unwrap();
-    let key = out.path().join("cosign.pub");
-
-    let data = tempfile::tempdir().unwrap();
-    let mut options = Options::with_data_dir(data.path());
-    options.upstream = UpstreamChoice::Layout(out.path().to_owned());
-    options.upstream_cosign_key = Some(key.clone());
-    let server = LocalServerThread::start(options, false, Duration::from_secs(240));
+fn kernel_and_cmdline(backend: Backend) {
+    let server = ImageServer::start(backend);
     let url = server.url().to_owned();
-
-    let empty = post_schematic(&url, "customization: {}\n");
-    let custom = post_schematic(
-        &url,
+    let empty = server.post_schematic("customization: {}\n");
+    let custom = server.post_schematic(
         "customization:\n  extraKernelArgs:\n    - console=ttyS1\n    - net.ifnames=0\n  meta:\n    - key: 10\n      value: hello\n",
     );
 
@@ -95,16 +36,18 @@ fn oci_layout_fs_kernel_and_cmdline() {
     let kernel_path = format!("/image/{empty}/{VERSION}/kernel-amd64");
     let kernel = download(&url, &kernel_path);
     assert_eq!(kernel.status, 200, "{}", kernel.text());
-    assert_eq!(kernel.body, release_kernel(out.path(), &key));
+    assert_same_bytes(&kernel.body, &server.release_kernel(), "kernel-amd64");
     assert_eq!(kernel.header("content-type"), "application/octet-stream");
 
     // Cached: a redirect at once, to the content-addressed object.
     let again = curl(&url, &[], &kernel_path);
-    assert_eq!(again.status, 302, "{}", again.text());
+    let key = redirect_key(&again);
     assert!(
-        again.header("location").contains("/assets/"),
-        "{:?}",
-        again.headers
+        key.ends_with(&format!(
+            "/{}/kernel-amd64",
+            hex::encode(Sha256::digest(&kernel.body))
+        )),
+        "{key}"
     );
 
     // HEAD: the object's headers, no redirect.
@@ -136,7 +79,7 @@ fn oci_layout_fs_kernel_and_cmdline() {
         named.header("content-disposition"),
         "attachment; filename=\"vmlinuz-talos\""
     );
-    assert_eq!(named.body, kernel.body);
+    assert_same_bytes(&named.body, &kernel.body, "named kernel");
 
     // The cmdline with extra args and META: exactly what the imager prints.
     let cmdline = download(&url, &format!("/image/{custom}/{VERSION}/cmdline-metal-amd64"));
@@ -167,37 +110,146 @@ fn oci_layout_fs_kernel_and_cmdline() {
         text.contains("talos.environment=INSTALLER_META_BASE64="),
         "{text}"
     );
+}
 
-    // Errors, in the Go wording where there is one.
+/// Refused requests, in the Go wording where there is one, for `GET` and `HEAD`; none of them
+/// reaches the build queue.
+fn request_errors(backend: Backend) {
+    let server = ImageServer::start(backend);
+    let url = server.url().to_owned();
+    let empty = server.post_schematic("customization: {}\n");
     let unknown = "0".repeat(64);
-    assert_error(
-        &curl(&url, &[], &format!("/image/{unknown}/{VERSION}/kernel-amd64")),
-        404,
-        "not found",
-    );
-    assert_error(
-        &curl(&url, &[], &format!("/image/{empty}/{VERSION}/metal-amd64.ssd")),
-        400,
-        "error parsing profile from path: ",
-    );
-    assert_error(
-        &curl(&url, &[], &format!("/image/{empty}/v1.99.0/kernel-amd64")),
-        404,
-        "version 1.99.0 is not available",
-    );
-    assert_error(
-        &curl(
-            &url,
-            &[],
-            &format!("/image/{empty}/{VERSION}/kernel-amd64?filename=a/b"),
+    let cases = [
+        (
+            format!("/image/{unknown}/{VERSION}/kernel-amd64"),
+            404,
+            format!("schematic ID \"{unknown}\" not found"),
         ),
-        400,
-        "invalid filename",
+        (
+            format!("/image/not-a-schematic-id/{VERSION}/kernel-amd64"),
+            404,
+            "schematic ID \"not-a-schematic-id\" not found".to_owned(),
+        ),
+        (
+            format!("/image/{empty}/{VERSION}/metal-amd64.ssd"),
+            400,
+            "error parsing profile from path: ".to_owned(),
+        ),
+        (
+            format!("/image/{empty}/v1.99.0/kernel-amd64"),
+            404,
+            "version 1.99.0 is not available".to_owned(),
+        ),
+        (
+            format!("/image/{empty}/1.x/kernel-amd64"),
+            400,
+            "invalid version \"v1.x\"".to_owned(),
+        ),
+        (
+            format!("/image/{empty}/{VERSION}/metal-amd64.iso"),
+            501,
+            "metal-amd64.iso is not built by this factory yet".to_owned(),
+        ),
+        (
+            format!("/image/{empty}/{VERSION}/metal-amd64.iso.sha256"),
+            501,
+            "metal-amd64.iso is not built by this factory yet".to_owned(),
+        ),
+    ];
+    for (path, status, message) in &cases {
+        let reply = curl(&url, &[], path);
+        assert_error(&reply, *status, message);
+        assert!(
+            reply.header("content-type").starts_with("text/plain"),
+            "{path}: {:?}",
+            reply.headers
+        );
+        let head = curl(&url, &["--head"], path);
+        assert_eq!(head.status, *status, "HEAD {path}");
+    }
+    // Nothing was enqueued: the first real build is the builder's only one.
+    let kernel = download(&url, &format!("/image/{empty}/{VERSION}/kernel-amd64"));
+    assert_eq!(kernel.status, 200, "{}", kernel.text());
+    assert_eq!(server.built_at_least(1), 1);
+    assert_eq!(server.list("index/").len(), 1, "{:?}", server.list("index/"));
+}
+
+/// Download names that could escape the quoted `Content-Disposition` value, name another
+/// directory or not survive a header: each a `400` naming the problem, on the image route and on
+/// the object route, `GET` and `HEAD`, with no header of the attacker's making in the answer.
+fn hostile_filenames(backend: Backend) {
+    let server = ImageServer::start(backend);
+    let url = server.url().to_owned();
+    let empty = server.post_schematic("customization: {}\n");
+    let image = format!("/image/{empty}/{VERSION}/kernel-amd64");
+    assert_eq!(download(&url, &image).status, 200);
+    let object = format!("/{}", redirect_key(&curl(&url, &[], &image)));
+
+    let long = "a".repeat(300);
+    let cases: &[(&str, &str)] = &[
+        ("a/b", "must not contain path separators"),
+        ("a%2Fb", "must not contain path separators"),
+        ("..%2F..%2Fetc%2Fpasswd", "must not contain path separators"),
+        ("a%5Cb", "must not contain path separators"),
+        ("..", "must not contain \"..\""),
+        ("a..b", "must not contain \"..\""),
+        ("a%22b", "must not contain quotes"),
+        ("a%22%3B%20filename%3Devil", "must not contain quotes"),
+        ("a%0D%0AX-Injected:%201", "must not contain control characters"),
+        ("%0D%0AX-Injected:%201", "must not contain control characters"),
+        ("%00", "must not contain control characters"),
+        ("a%00b", "must not contain control characters"),
+        (&long, "longer than 255 bytes"),
+        ("k%C3%A9rnel", "must be printable ASCII"),
+        ("%E2%80%AEexe.kernel", "must be printable ASCII"),
+    ];
+    for target in [&image, &object] {
+        for (value, reason) in cases {
+            let path = format!("{target}?filename={value}");
+            let get = curl(&url, &[], &path);
+            assert_error(&get, 400, &format!("invalid filename: {reason}"));
+            assert_not_injected(&get, &path);
+            let head = curl(&url, &["--head"], &path);
+            assert_eq!(head.status, 400, "HEAD {path}");
+            assert_not_injected(&head, &path);
+        }
+        // The same routes with an acceptable name still serve.
+        let named = download(&url, &format!("{target}?filename=vmlinuz"));
+        assert_eq!(named.status, 200, "{target}: {}", named.text());
+        assert_eq!(
+            named.header("content-disposition"),
+            "attachment; filename=\"vmlinuz\""
+        );
+    }
+}
+
+/// The dot on its own is not a file name either (it names the directory it is in).
+#[test]
+fn lone_dot_filename_is_refused() {
+    let server = ImageServer::start(Backend::Fs);
+    let url = server.url().to_owned();
+    let empty = server.post_schematic("customization: {}\n");
+    let image = format!("/image/{empty}/{VERSION}/kernel-amd64");
+    assert_eq!(download(&url, &image).status, 200);
+    let object = format!("/{}", redirect_key(&curl(&url, &[], &image)));
+    for target in [&image, &object] {
+        let path = format!("{target}?filename=.");
+        let get = curl(&url, &[], &path);
+        assert_error(&get, 400, "invalid filename");
+        assert_eq!(curl(&url, &["--head"], &path).status, 400, "HEAD {path}");
+    }
+}
+
+fn assert_not_injected(reply: &Reply, path: &str) {
+    assert!(
+        !reply.headers.contains_key("x-injected"),
+        "{path}: {:?}",
+        reply.headers
     );
-    assert_error(
-        &curl(&url, &[], &format!("/image/{empty}/{VERSION}/metal-amd64.iso")),
-        501,
-        "metal-amd64.iso is not built by this factory yet",
+    assert_eq!(
+        reply.header("content-disposition"),
+        "",
+        "{path}: a refused name is not echoed in a header"
     );
 }
 
@@ -205,22 +257,9 @@ fn oci_layout_fs_kernel_and_cmdline() {
 /// builder publishes meanwhile, and a later request is served.
 #[test]
 fn cold_request_without_budget_is_503_then_served() {
-    let out = tempfile::tempdir().unwrap();
-    let options = stand_in_release::GenerateOptions {
-        out: out.path().to_owned(),
-        boot_parts: stand_in_release::BootPartsSource::Placeholders,
-        key_pem: None,
-    };
-    stand_in_release::generate(&options).unwrap();
-
-    let data = tempfile::tempdir().unwrap();
-    let mut options = Options::with_data_dir(data.path());
-    options.upstream = UpstreamChoice::Layout(out.path().to_owned());
-    options.upstream_cosign_key = Some(out.path().join("cosign.pub"));
-    options.image_wait_seconds = 0;
-    let server = LocalServerThread::start(options, false, Duration::from_secs(240));
+    let server = ImageServer::start_with(Backend::Fs, |options| options.image_wait_seconds = 0);
     let url = server.url().to_owned();
-    let empty = post_schematic(&url, "customization: {}\n");
+    let empty = server.post_schematic("customization: {}\n");
     let path = format!("/image/{empty}/{VERSION}/cmdline-aws-arm64");
 
     let cold = curl(&url, &[], &path);

@@ -103,6 +103,40 @@ impl BuildQueue for SqsQueue {
             .collect()
     }
 
+    async fn retry_after(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        // SQS takes 0 to 43 200 s (12 hours).
+        let secs = i32::try_from(delay.as_secs().min(43_200)).unwrap_or(43_200);
+        match self
+            .client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt)
+            .visibility_timeout(secs)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_receipt_handle_is_invalid() || s.is_message_not_inflight()) =>
+            {
+                Err(QueueError::UnknownReceipt)
+            }
+            Err(e) => {
+                let err = AwsError::sdk(format!("ChangeMessageVisibility {}", self.queue_url), &e);
+                if err.is_code(&[
+                    "ReceiptHandleIsInvalid",
+                    "InvalidParameterValue",
+                    "MessageNotInflight",
+                ]) {
+                    Err(QueueError::UnknownReceipt)
+                } else {
+                    Err(err.into())
+                }
+            }
+        }
+    }
+
     async fn ack(&self, receipt: &str) -> Result<(), QueueError> {
         match self
             .client

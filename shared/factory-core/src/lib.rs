@@ -5,5 +5,6 @@ pub mod catalog;
 pub mod cmdline;
 pub mod goyaml;
 pub mod profile;
+pub mod pxe;
 pub mod schematic;
 pub mod version;

@@ -24,6 +24,12 @@ pub enum LocalError {
         #[source]
         source: factory_aws::AwsError,
     },
+    #[error("preparing SQS build queue {name:?}: {source}")]
+    Queue {
+        name: String,
+        #[source]
+        source: factory_aws::AwsError,
+    },
     #[error("signing key: {0}")]
     Signing(#[from] factory_signing::SigningError),
     #[error("configuration: {0}")]

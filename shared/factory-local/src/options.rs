@@ -7,6 +7,10 @@ use factory_core::version::{TalosVersion, DEFAULT_MIN_VERSION};
 /// The bucket used with `--aws` unless told otherwise.
 pub const DEFAULT_BUCKET: &str = "talos-factory";
 
+/// The SQS build queue used with `--aws` unless told otherwise (`<name>.fifo`, with the
+/// dead-letter queue `<name>-dlq.fifo`).
+pub const DEFAULT_BUILD_QUEUE: &str = "talos-factory-builds";
+
 /// The production upstream, as in the Go factory.
 pub const DEFAULT_UPSTREAM: &str = "https://ghcr.io";
 
@@ -65,8 +69,9 @@ pub struct Options {
     #[arg(long, env = "FACTORY_DATA_DIR", default_value = "./factory-data")]
     pub data_dir: PathBuf,
 
-    /// Store content in S3 (credentials, region and `AWS_ENDPOINT_URL` from the standard AWS
-    /// environment) instead of the data directory. The bucket is created if missing.
+    /// Store content in S3 and queue builds on SQS (credentials, region and `AWS_ENDPOINT_URL`
+    /// from the standard AWS environment) instead of the data directory and an in-process queue.
+    /// The bucket and the queue (`--queue`) are created if missing.
     #[arg(long)]
     pub aws: bool,
 
@@ -78,9 +83,21 @@ pub struct Options {
     #[arg(long, env = "FACTORY_STORE_PREFIX", default_value = "")]
     pub prefix: String,
 
+    /// SQS FIFO build queue used with `--aws`: `<name>.fifo` and its dead-letter queue
+    /// `<name>-dlq.fifo`, created if missing (visibility timeout 5 minutes, the builder's lease;
+    /// dead-lettered after 5 receives). Without `--aws`, builds are queued in process.
+    #[arg(long, env = "FACTORY_BUILD_QUEUE", default_value = DEFAULT_BUILD_QUEUE)]
+    pub queue: String,
+
     /// URL clients use to reach this server (default: `http://<listen address>/`).
     #[arg(long, env = "FACTORY_EXTERNAL_URL")]
     pub external_url: Option<String>,
+
+    /// Base URL of a CDN serving the content store (e.g. `https://dxxxx.cloudfront.net/`): built
+    /// assets are then redirected to `<URL>/<object key>` instead of this server's `/assets/`
+    /// route.
+    #[arg(long, env = "FACTORY_ASSET_BASE_URL")]
+    pub asset_base_url: Option<String>,
 
     /// Comma-separated CORS origins (default `*`).
     #[arg(long, env = "FACTORY_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -131,7 +148,9 @@ impl Options {
             aws: false,
             bucket: DEFAULT_BUCKET.to_owned(),
             prefix: String::new(),
+            queue: DEFAULT_BUILD_QUEUE.to_owned(),
             external_url: None,
+            asset_base_url: None,
             allowed_origins: Vec::new(),
             upstream: UpstreamChoice::Registry(DEFAULT_UPSTREAM.to_owned()),
             upstream_namespace: String::new(),
@@ -193,10 +212,16 @@ mod tests {
             "b",
             "--allowed-origins",
             "https://a.example,https://b.example",
+            "--queue",
+            "q",
+            "--asset-base-url",
+            "https://cdn.example/",
         ]);
         assert_eq!(o.listen.port(), 0);
         assert!(o.aws);
         assert_eq!(o.bucket, "b");
+        assert_eq!(o.queue, "q");
+        assert_eq!(o.asset_base_url.as_deref(), Some("https://cdn.example/"));
         assert_eq!(o.allowed_origins, vec!["https://a.example", "https://b.example"]);
         assert_eq!(o.signing_key_path(), PathBuf::from("/tmp/x/signing-key.pem"));
     }

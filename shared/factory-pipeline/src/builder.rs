@@ -453,32 +453,58 @@ pub struct BatchMessage {
     pub body: String,
 }
 
+/// A message [`handle_batch_detailed`] hands back for redelivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redelivery {
+    pub message_id: String,
+    /// A failure worth retrying soon (transient error, undecodable body) rather than after the
+    /// queue's visibility timeout; `false` when another builder holds the claim (its build may
+    /// run long, and each early redelivery would count towards the DLQ).
+    pub soon: bool,
+}
+
 /// Handles a batch, one span per message, and returns the ids of the messages to redeliver (the
 /// SQS `batchItemFailures`). A body that is not a [`BuildMessage`] is reported as a failure too:
 /// it is not ours to drop silently, and after `maxReceiveCount` it lands in the DLQ for a human.
 pub async fn handle_batch(builder: &Builder, messages: &[BatchMessage]) -> Vec<String> {
+    handle_batch_detailed(builder, messages)
+        .await
+        .into_iter()
+        .map(|r| r.message_id)
+        .collect()
+}
+
+/// [`handle_batch`], telling for each redelivery whether it should come soon.
+pub async fn handle_batch_detailed(builder: &Builder, messages: &[BatchMessage]) -> Vec<Redelivery> {
     let mut failures = Vec::new();
     // Sequentially: SQS FIFO hands over a group's messages in order and expects them handled in
     // order, and one build at a time keeps the function's memory and disk use bounded.
     for m in messages {
         let span = tracing::info_span!("build_message", message_id = %m.message_id);
-        let done = async {
+        let redeliver = async {
             match BuildMessage::from_json(&m.body) {
                 Ok(message) => {
                     let outcome = builder.handle(&message).await;
                     tracing::info!(cache_key = %message.cache_key, ?outcome, "build message handled");
-                    outcome.is_done()
+                    match outcome {
+                        o if o.is_done() => None,
+                        Outcome::ClaimedElsewhere { .. } => Some(false),
+                        _ => Some(true),
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "undecodable build message");
-                    false
+                    Some(true)
                 }
             }
         }
         .instrument(span)
         .await;
-        if !done {
-            failures.push(m.message_id.clone());
+        if let Some(soon) = redeliver {
+            failures.push(Redelivery {
+                message_id: m.message_id.clone(),
+                soon,
+            });
         }
     }
     failures

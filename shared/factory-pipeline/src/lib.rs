@@ -20,6 +20,8 @@
 //!
 //! * Claims/leases: [`claims`]. Publication and verification: [`index`]. Streaming build and
 //!   failure classification: [`builder`]. Request side and deduplication ids: [`pipeline`].
+//!   SQS events in, batch item failures out (the builder Lambda and the local poller):
+//!   [`sqs_event`].
 
 pub mod builder;
 pub mod claims;
@@ -30,10 +32,11 @@ pub mod index;
 pub mod keys;
 pub mod message;
 pub mod pipeline;
+pub mod sqs_event;
 
 pub use builder::{
-    handle_batch, poll_once, AssembleError, AssembledMeta, Assembler, BatchMessage, BuildStats, Builder,
-    BuilderConfig, Outcome,
+    handle_batch, handle_batch_detailed, poll_once, AssembleError, AssembledMeta, Assembler, BatchMessage,
+    BuildStats, Builder, BuilderConfig, Outcome, Redelivery,
 };
 pub use claims::{ClaimOutcome, ClaimRecord, Claims, Lease};
 pub use error::PipelineError;
@@ -41,6 +44,9 @@ pub use failures::{FailureRecord, Failures};
 pub use index::{Index, IndexRecord, ObjectCheck, Published, Publisher, FORMAT_VERSION};
 pub use message::BuildMessage;
 pub use pipeline::{Pipeline, PollConfig, Response};
+pub use sqs_event::{
+    handle_sqs_event, handle_sqs_event_with_retries, sqs_event_from_received, EventSource, SqsEventError,
+};
 
 /// Milliseconds since the Unix epoch by the wall clock. Leases and TTLs are compared across
 /// machines (Lambdas), so they use the wall clock, not a monotonic one; see [`claims`] for what

@@ -231,6 +231,26 @@ impl BuildQueue for MemoryQueue {
         Ok(())
     }
 
+    async fn retry_after(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        {
+            let mut state = self.lock();
+            let (group, seq) = state
+                .receipts
+                .get(receipt)
+                .cloned()
+                .ok_or(QueueError::UnknownReceipt)?;
+            let flight = state
+                .groups
+                .get_mut(&group)
+                .and_then(|entries| entries.iter_mut().find(|e| e.seq == seq))
+                .and_then(|e| e.in_flight.as_mut())
+                .ok_or(QueueError::UnknownReceipt)?;
+            flight.until = Instant::now() + delay;
+        }
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
     async fn dead_letters(&self) -> Result<Vec<String>, QueueError> {
         Ok(self.lock().dead_letters.clone())
     }
@@ -262,6 +282,24 @@ mod tests {
         q.send(msg("c", "g", "d")).await.unwrap();
         let got = q.receive(10, Duration::ZERO).await.unwrap();
         assert_eq!(got[0].body, "c");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_shortens_the_visibility_timeout() {
+        let q = MemoryQueue::new(Duration::from_secs(300), 3);
+        q.send(msg("m", "g", "1")).await.unwrap();
+        let t0 = Instant::now();
+        let got = q.receive(1, Duration::ZERO).await.unwrap();
+        q.retry_after(&got[0].receipt, Duration::from_secs(7))
+            .await
+            .unwrap();
+        let again = q.receive(1, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(again[0].receive_count, 2);
+        assert_eq!(t0.elapsed(), Duration::from_secs(7));
+        assert!(matches!(
+            q.retry_after(&got[0].receipt, Duration::ZERO).await,
+            Err(QueueError::UnknownReceipt)
+        ));
     }
 
     #[tokio::test(start_paused = true)]

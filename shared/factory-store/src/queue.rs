@@ -44,6 +44,11 @@ pub trait BuildQueue: Send + Sync + std::fmt::Debug {
     /// Acknowledges (deletes) a received message.
     async fn ack(&self, receipt: &str) -> Result<(), QueueError>;
 
+    /// Makes a received, unacknowledged message visible again after `delay` instead of after the
+    /// queue's visibility timeout (SQS `ChangeMessageVisibility`). The queue's timeout must cover
+    /// the longest build; a failed build should be retried much sooner than that.
+    async fn retry_after(&self, receipt: &str, delay: Duration) -> Result<(), QueueError>;
+
     /// Messages currently in the dead-letter queue (bodies), for operators and tests.
     async fn dead_letters(&self) -> Result<Vec<String>, QueueError>;
 }

@@ -2,13 +2,19 @@
 //! of its own in a background thread so the test thread can block on `curl` freely; stopped
 //! gracefully on drop.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use factory_local::{LocalServer, Options};
+use factory_pipeline::BuildStats;
+
+/// What the server thread reports once it listens: its URL and its builder's counters.
+type Ready = Result<(String, Option<Arc<BuildStats>>), String>;
 
 #[derive(Debug)]
 pub struct LocalServerThread {
     url: String,
+    build_stats: Option<Arc<BuildStats>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -17,7 +23,7 @@ impl LocalServerThread {
     /// Starts the server with `options`; with `aws`, first checks that LocalStack answers (failing
     /// the test with instructions otherwise). Waits up to `ready_within` for it to listen.
     pub fn start(options: Options, aws: bool, ready_within: Duration) -> Self {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<String, String>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -34,7 +40,7 @@ impl LocalServerThread {
                     .expect("bind 127.0.0.1:0");
                 match LocalServer::prepare(options, listener).await {
                     Ok(server) => {
-                        let _ = ready_tx.send(Ok(server.url().to_owned()));
+                        let _ = ready_tx.send(Ok((server.url().to_owned(), server.build_stats())));
                         let result = server.run(async {
                             let _ = stopped.await;
                         });
@@ -48,8 +54,8 @@ impl LocalServerThread {
                 }
             });
         });
-        let url = match ready_rx.recv_timeout(ready_within) {
-            Ok(Ok(url)) => url,
+        let (url, build_stats) = match ready_rx.recv_timeout(ready_within) {
+            Ok(Ok(ready)) => ready,
             Ok(Err(e)) => panic!("image-factory-local did not start: {e}"),
             // The thread panicked before reporting (e.g. LocalStack checks): show why.
             Err(_) => match thread.join() {
@@ -59,6 +65,7 @@ impl LocalServerThread {
         };
         Self {
             url,
+            build_stats,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -67,6 +74,12 @@ impl LocalServerThread {
     /// The server's base URL (`http://127.0.0.1:PORT/`... as the server prints it).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The counters of the server's in-process builder (absent when the release catalog is off):
+    /// `built()` is how many assets it assembled and published.
+    pub fn build_stats(&self) -> Option<Arc<BuildStats>> {
+        self.build_stats.clone()
     }
 }
 

@@ -4,6 +4,8 @@
 //!   environment and **fail the test** (never skip it) when `AWS_ENDPOINT_URL` is unset or LocalStack
 //!   does not answer, telling how to start it.
 //! * Unique names: [`unique_name`] isolates tests that share a LocalStack (buckets prefixes, queues).
+//! * [`stand_in`]: the generated stand-in Talos release as an upstream; [`image`]: the local server
+//!   over it on either backend, for the image route tests.
 
 // Every test binary compiles this module and uses a different part of it.
 #![allow(dead_code, clippy::unwrap_used)]
@@ -11,7 +13,9 @@
 use std::time::Duration;
 
 pub mod curl;
+pub mod image;
 pub mod local_server;
+pub mod stand_in;
 
 /// What to do when the AWS-backed tests cannot run.
 pub const LOCALSTACK_HELP: &str = "these tests need LocalStack (S3 + SQS). Start it and point the AWS SDK at it:\n\

@@ -40,6 +40,8 @@ pub enum FileNameError {
     PathSeparator,
     #[error("invalid filename: must not contain \"..\"")]
     DotDot,
+    #[error("invalid filename: must not be \".\"")]
+    Dot,
     #[error("invalid filename: must not contain quotes")]
     Quote,
     #[error("invalid filename: must not contain control characters")]
@@ -83,6 +85,10 @@ fn validate_file_name(name: &str) -> Result<(), FileNameError> {
     }
     if name.contains("..") {
         return Err(FileNameError::DotDot);
+    }
+    // "." names the directory, not a file: browsers and curl -J would save nothing useful.
+    if name == "." {
+        return Err(FileNameError::Dot);
     }
     Ok(())
 }
@@ -138,6 +144,7 @@ mod tests {
             ("a/b.iso", FileNameError::PathSeparator),
             ("a\\b.iso", FileNameError::PathSeparator),
             ("..", FileNameError::DotDot),
+            (".", FileNameError::Dot),
             ("a..iso", FileNameError::DotDot),
             ("a\".iso", FileNameError::Quote),
             ("a'.iso", FileNameError::Quote),

@@ -283,8 +283,10 @@ async fn asset(
 /// The object's bytes, re-hashed on the way out: asset keys name their sha256
 /// (`<cache key>/<sha256>/<file>`), and bytes that do not hash to it end the body with an error,
 /// so the client sees a broken transfer (short of `Content-Length`) rather than a complete,
-/// altered file. Cheap (one pass, no buffering); the image route's `HEAD` check makes the next
-/// request rebuild.
+/// altered file. The last chunk is held back until the hash is known: with `Content-Length` set,
+/// the server stops reading the body once that many bytes went out, so an error after the last
+/// byte would never be seen. Cheap (one pass, one chunk held); the image route's `HEAD` check
+/// makes the next request rebuild.
 fn verified(
     stream: factory_store::ByteStream,
     expected_sha256: String,
@@ -292,32 +294,52 @@ fn verified(
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
     use futures::StreamExt;
     use sha2::Digest;
-    let hasher = std::sync::Arc::new(std::sync::Mutex::new(sha2::Sha256::new()));
-    let tap = std::sync::Arc::clone(&hasher);
-    let body = stream.map(move |chunk| {
-        let chunk = chunk.map_err(std::io::Error::other)?;
-        if let Ok(mut h) = tap.lock() {
-            h.update(&chunk);
+    struct State {
+        inner: factory_store::ByteStream,
+        hasher: sha2::Sha256,
+        held: Option<bytes::Bytes>,
+        expected: String,
+        object_key: String,
+        finished: bool,
+    }
+    let state = State {
+        inner: stream,
+        hasher: sha2::Sha256::new(),
+        held: None,
+        expected: expected_sha256,
+        object_key,
+        finished: false,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        if st.finished {
+            return None;
         }
-        Ok(chunk)
-    });
-    let check = futures::stream::once(async move {
-        let actual = hasher
-            .lock()
-            .map(|h| hex::encode(h.clone().finalize()))
-            .unwrap_or_default();
-        if actual == expected_sha256 {
-            Ok(bytes::Bytes::new())
-        } else {
-            tracing::error!(
-                object_key,
-                actual,
-                "served object does not match its content address; aborting the response"
-            );
-            Err(std::io::Error::other(format!("{object_key} is corrupt")))
+        loop {
+            match st.inner.next().await {
+                Some(Ok(chunk)) if chunk.is_empty() => {}
+                Some(Ok(chunk)) => {
+                    st.hasher.update(&chunk);
+                    if let Some(previous) = st.held.replace(chunk) {
+                        return Some((Ok(previous), st));
+                    }
+                }
+                Some(Err(e)) => {
+                    st.finished = true;
+                    return Some((Err(std::io::Error::other(e)), st));
+                }
+                None => {
+                    st.finished = true;
+                    let actual = hex::encode(st.hasher.clone().finalize());
+                    if actual != st.expected {
+                        tracing::error!(object_key = %st.object_key, actual, "served object does not match its content address; aborting the response");
+                        let error = std::io::Error::other(format!("{} is corrupt", st.object_key));
+                        return Some((Err(error), st));
+                    }
+                    return st.held.take().map(|last| (Ok(last), st));
+                }
+            }
         }
-    });
-    body.chain(check)
+    })
 }
 
 #[cfg(test)]
