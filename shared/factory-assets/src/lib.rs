@@ -1,165 +1,95 @@
 //! The asset assemblers of the build-on-miss pipeline (`factory_pipeline::Assembler`): the
-//! request side computes a [`Profile`] and the exact digests of its upstream inputs, sends them
-//! as a build spec ([`build_spec`]), and the builder turns the spec into bytes here.
-//!
-//! # The build spec
-//!
-//! `{"profile": <the enhanced Profile as serde JSON>, "inputs": {"imager": "sha256:..."}}`.
-//! The input digests travel with the spec (rather than the builder resolving the tag again)
-//! because the cache key was computed from them: if the tag moved between the request and the
-//! build, the builder must still build exactly what the key names.
+//! request side computes a [`Profile`], resolves the exact digests of its upstream inputs
+//! ([`resolve_official_extensions`], [`BuildInputs`]) and sends them as a build spec
+//! ([`spec`]); the builder turns the spec into bytes here ([`ReleaseAssembler`]).
 //!
 //! # Assets built so far
 //!
-//! | kind | bytes |
-//! |---|---|
-//! | `kernel` | `usr/install/<arch>/vmlinuz` of the verified imager image, streamed |
-//! | `cmdline` | [`kernel_cmdline`] of the profile (no trailing newline) |
+//! | kind | bytes | module |
+//! |---|---|---|
+//! | `kernel` | `usr/install/<arch>/vmlinuz` of the verified imager image, streamed | [`kernel`] |
+//! | `cmdline` | the profile's kernel command line (no trailing newline) | [`cmdline`] |
+//! | `initramfs` | the release initramfs with the schematic's extensions appended | [`initramfs`] |
+//! | `uki` | systemd-stub + osrel, cmdline, uname, kernel, that initramfs (no SecureBoot) | [`uki`] |
 //!
-//! Other kinds are refused by the request side before anything is enqueued ([`is_built`]); a
-//! spec for one that reaches the builder anyway is a user error.
+//! Other kinds, SecureBoot UKIs and UKIs with an overlay are refused by the request side before
+//! anything is enqueued ([`is_profile_built`]); a spec for one that reaches the builder anyway is
+//! a user error.
+//!
+//! Every output depends only on the spec: fixed timestamps, owners and orders (the initramfs and
+//! UKI crates are deterministic), so a rebuild of a cache key gives the same bytes.
 
-use std::collections::BTreeMap;
+mod blocking;
+pub mod cmdline;
+pub mod extensions;
+mod imager;
+pub mod initramfs;
+pub mod kernel;
+pub mod spec;
+pub mod uki;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use factory_core::arch::Arch;
-use factory_core::cmdline::{kernel_cmdline, CmdlineInput};
 use factory_core::profile::{content_type, OutputKind, Profile};
-use factory_core::schematic::MetaValue;
-use factory_core::version::TalosVersion;
 use factory_pipeline::{AssembleError, AssembledMeta, Assembler};
-use factory_upstream::{ResolvedImage, Upstream, UpstreamError};
-use serde::Deserialize;
+use factory_upstream::{Upstream, UpstreamError};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-/// The input-digest name of the imager image.
-pub const IMAGER_INPUT: &str = "imager";
+pub use extensions::{
+    extension_input, resolve_official_extensions, ResolvedExtension, EXTENSION_INPUT_PREFIX,
+};
+pub use spec::{BuildInputs, IMAGER_INPUT, SCHEMATIC_AUTHOR_INPUT};
 
-/// Whether this factory builds assets of this kind yet.
+use spec::{spec_error, Spec};
+
+/// Whether this factory builds assets of this kind.
 pub fn is_built(kind: OutputKind) -> bool {
-    matches!(kind, OutputKind::Kernel | OutputKind::Cmdline)
+    matches!(
+        kind,
+        OutputKind::Kernel | OutputKind::Cmdline | OutputKind::Initramfs | OutputKind::Uki
+    )
 }
 
-/// The upstream inputs (name → reference) a profile of a built kind needs, before resolution:
-/// for now always the imager at the profile's version.
+/// Whether this factory builds this profile: a built kind, except UKIs with SecureBoot (signing
+/// is not implemented yet) or with an overlay (the overlay's kernel args come from its image,
+/// which is not pulled yet).
+pub fn is_profile_built(profile: &Profile) -> bool {
+    is_built(profile.output.kind)
+        && !(profile.output.kind == OutputKind::Uki
+            && (profile.secureboot || profile.inputs.overlay.is_some()))
+}
+
+/// The reference the imager image is resolved from: the profile's version tag.
 pub fn imager_reference(profile: &Profile) -> String {
     profile.version.to_string()
 }
 
-/// The spec the builder receives (see the crate documentation).
-pub fn build_spec(profile: &Profile, inputs: &BTreeMap<String, String>) -> serde_json::Value {
-    serde_json::json!({ "profile": profile, "inputs": inputs })
-}
-
 /// The canonical file name of a profile's object (the path that names it, before `?filename=`):
-/// `kernel-<arch>`, `cmdline-<platform>-<arch>[-secureboot]`.
+/// `kernel-<arch>`, `cmdline-<platform>-<arch>[-secureboot]`, `initramfs-<arch>.xz`,
+/// `<platform>-<arch>[-secureboot]-uki.efi`.
 pub fn object_file_name(kind: OutputKind, platform: &str, arch: Arch, secureboot: bool) -> String {
     let suffix = if secureboot { "-secureboot" } else { "" };
     match kind {
         OutputKind::Kernel => format!("kernel-{arch}"),
+        OutputKind::Initramfs => format!("initramfs-{arch}.xz"),
+        OutputKind::Uki => format!("{platform}-{arch}{suffix}-uki.efi"),
         _ => format!("{}-{platform}-{arch}{suffix}", kind.as_str()),
     }
 }
 
-/// The fields of the profile JSON the assemblers read.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SpecProfile {
-    version: TalosVersion,
-    platform: String,
-    arch: String,
-    secureboot: bool,
-    output: SpecOutput,
-    customization: SpecCustomization,
-}
-
-#[derive(Debug, Deserialize)]
-struct SpecOutput {
-    kind: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SpecCustomization {
-    extra_kernel_args: Vec<String>,
-    overlay_kernel_args: Vec<String>,
-    meta: Vec<SpecMeta>,
-}
-
-#[derive(Debug, Deserialize)]
-struct SpecMeta {
-    key: u8,
-    value: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Spec {
-    profile: SpecProfile,
-    inputs: BTreeMap<String, String>,
-}
-
-/// Assembles kernel and cmdline assets from the Talos release (the imager image).
-#[derive(Debug, Clone)]
-pub struct ReleaseAssembler {
-    upstream: Arc<Upstream>,
-}
-
-impl ReleaseAssembler {
-    pub fn new(upstream: Arc<Upstream>) -> Self {
-        Self { upstream }
-    }
-
-    async fn imager(&self, inputs: &BTreeMap<String, String>) -> Result<ResolvedImage, AssembleError> {
-        let digest = inputs
-            .get(IMAGER_INPUT)
-            .ok_or_else(|| AssembleError::User("build spec names no imager digest".into()))?;
-        let repository = &self.upstream.config().components.imager;
-        self.upstream
-            .resolve(repository, digest)
-            .await
-            .map_err(upstream_error)
-    }
-
-    async fn kernel(
-        &self,
-        arch: Arch,
-        inputs: &BTreeMap<String, String>,
-        out: &mut (dyn AsyncWrite + Send + Unpin),
-    ) -> Result<(), AssembleError> {
-        let image = self.imager(inputs).await?;
-        let wanted = format!("usr/install/{arch}/vmlinuz");
-        let dir =
-            tempfile::tempdir().map_err(|e| AssembleError::Retryable(format!("temporary directory: {e}")))?;
-        let filter = {
-            let wanted = wanted.clone();
-            move |path: &str| path.trim_start_matches('/') == wanted
-        };
-        self.upstream
-            .extract(&image, arch, dir.path(), &filter)
-            .await
-            .map_err(upstream_error)?;
-        let path = dir.path().join(&wanted);
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(AssembleError::User(format!(
-                    "{} has no {wanted} for {arch}",
-                    image.name()
-                )))
-            }
-            Err(e) => return Err(AssembleError::Retryable(format!("opening the kernel: {e}"))),
-        };
-        tokio::io::copy(&mut file, out)
-            .await
-            .map_err(|e| AssembleError::Retryable(format!("streaming the kernel: {e}")))?;
-        Ok(())
-    }
+/// A scratch directory for one assembly (removed when dropped).
+pub(crate) fn scratch_dir() -> Result<tempfile::TempDir, AssembleError> {
+    tempfile::Builder::new()
+        .prefix("factory-assemble-")
+        .tempdir()
+        .map_err(|e| AssembleError::Retryable(format!("temporary directory: {e}")))
 }
 
 /// A refused image (signature, content) or a missing one is not going to change on retry; an
 /// unreachable upstream or a cache failure may.
-fn upstream_error(error: UpstreamError) -> AssembleError {
+pub(crate) fn upstream_error(error: UpstreamError) -> AssembleError {
     match error {
         UpstreamError::Unavailable { .. } | UpstreamError::Store(_) => {
             AssembleError::Retryable(error.to_string())
@@ -170,27 +100,16 @@ fn upstream_error(error: UpstreamError) -> AssembleError {
     }
 }
 
-/// The command line of a cmdline profile.
-fn cmdline(profile: &SpecProfile, arch: Arch) -> String {
-    let meta: Vec<MetaValue> = profile
-        .customization
-        .meta
-        .iter()
-        .map(|m| MetaValue {
-            key: m.key,
-            value: m.value.clone(),
-        })
-        .collect();
-    kernel_cmdline(&CmdlineInput {
-        platform: &profile.platform,
-        arch,
-        version: &profile.version,
-        secureboot: profile.secureboot,
-        iso: false,
-        extra_kernel_args: &profile.customization.extra_kernel_args,
-        overlay_kernel_args: &profile.customization.overlay_kernel_args,
-        meta: &meta,
-    })
+/// Assembles the assets of the Talos release: kernel, cmdline, initramfs and UKI.
+#[derive(Debug, Clone)]
+pub struct ReleaseAssembler {
+    upstream: Arc<Upstream>,
+}
+
+impl ReleaseAssembler {
+    pub fn new(upstream: Arc<Upstream>) -> Self {
+        Self { upstream }
+    }
 }
 
 #[async_trait]
@@ -200,36 +119,41 @@ impl Assembler for ReleaseAssembler {
         spec: &serde_json::Value,
         out: &mut (dyn AsyncWrite + Send + Unpin),
     ) -> Result<AssembledMeta, AssembleError> {
-        let spec =
-            Spec::deserialize(spec).map_err(|e| AssembleError::User(format!("invalid build spec: {e}")))?;
+        let spec = Spec::parse(spec)?;
         let profile = &spec.profile;
-        let arch = Arch::parse(&profile.arch).ok_or_else(|| {
-            AssembleError::User(format!("invalid build spec: architecture {:?}", profile.arch))
-        })?;
+        let arch = spec.arch()?;
         let kind = match profile.output.kind.as_str() {
             "kernel" => OutputKind::Kernel,
             "cmdline" => OutputKind::Cmdline,
+            "initramfs" => OutputKind::Initramfs,
+            "uki" if !profile.secureboot && profile.inputs.overlay.is_none() => OutputKind::Uki,
             other => {
                 return Err(AssembleError::User(format!(
-                    "{other} assets are not built by this factory yet"
+                    "{other} assets{} are not built by this factory yet",
+                    if profile.secureboot {
+                        " with SecureBoot"
+                    } else {
+                        ""
+                    }
                 )))
             }
         };
         let file_name = object_file_name(kind, &profile.platform, arch, profile.secureboot);
-        let mut inputs = BTreeMap::new();
+        let mut inputs = spec.inputs.clone();
         match kind {
             OutputKind::Kernel => {
-                self.kernel(arch, &spec.inputs, out).await?;
-                if let Some(digest) = spec.inputs.get(IMAGER_INPUT) {
-                    inputs.insert(IMAGER_INPUT.to_owned(), digest.clone());
-                }
+                kernel::assemble(&self.upstream, &spec, arch, out).await?;
+                // The kernel is the same whatever else the spec names.
+                inputs.retain(|name, _| name == IMAGER_INPUT);
             }
-            _ => {
-                out.write_all(cmdline(profile, arch).as_bytes())
+            OutputKind::Cmdline => {
+                out.write_all(cmdline::cmdline(&spec)?.as_bytes())
                     .await
                     .map_err(|e| AssembleError::Retryable(format!("writing the cmdline: {e}")))?;
-                inputs = spec.inputs.clone();
             }
+            OutputKind::Initramfs => initramfs::assemble(&self.upstream, &spec, arch, out).await?,
+            OutputKind::Uki => uki::assemble(&self.upstream, &spec, arch, out).await?,
+            _ => return Err(spec_error(format!("kind {kind:?}"))),
         }
         out.flush()
             .await
@@ -244,42 +168,92 @@ impl Assembler for ReleaseAssembler {
 
 #[cfg(test)]
 mod tests {
+    // Panicking is how a test reports failure.
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+    use factory_core::cmdline::{kernel_cmdline, CmdlineInput};
     use factory_core::profile::{enhance, parse_path};
     use factory_core::schematic::Schematic;
+    use factory_core::version::TalosVersion;
 
     fn profile(path: &str, schematic: &Schematic) -> Profile {
-        let version = TalosVersion::parse("v1.12.1").expect("version");
-        enhance(parse_path(path).expect("path"), schematic, &version).expect("enhance")
+        let version = TalosVersion::parse("v1.12.1").unwrap();
+        enhance(parse_path(path).unwrap(), schematic, &version).unwrap()
+    }
+
+    fn inputs(path: &str, schematic: &Schematic) -> (Profile, BuildInputs) {
+        let p = profile(path, schematic);
+        let inputs = BuildInputs::new(&p, schematic, "sha256:00".into(), &[], "http://factory.test/");
+        (p, inputs)
     }
 
     #[test]
-    fn only_kernel_and_cmdline_are_built() {
-        assert!(is_built(OutputKind::Kernel));
-        assert!(is_built(OutputKind::Cmdline));
+    fn built_kinds_and_profiles() {
+        for kind in [
+            OutputKind::Kernel,
+            OutputKind::Cmdline,
+            OutputKind::Initramfs,
+            OutputKind::Uki,
+        ] {
+            assert!(is_built(kind), "{kind:?}");
+        }
         assert!(!is_built(OutputKind::Iso));
         assert!(!is_built(OutputKind::Image));
+        assert!(!is_built(OutputKind::Installer));
+        let s = Schematic::default();
+        assert!(is_profile_built(&profile("metal-amd64-uki.efi", &s)));
+        assert!(!is_profile_built(&profile("metal-amd64-secureboot-uki.efi", &s)));
+        assert!(is_profile_built(&profile("cmdline-metal-amd64-secureboot", &s)));
+        let mut overlay = Schematic::default();
+        overlay.overlay.name = "rpi_generic".into();
+        assert!(!is_profile_built(&profile("metal-arm64-uki.efi", &overlay)));
+        assert!(is_profile_built(&profile("initramfs-arm64.xz", &overlay)));
     }
 
     #[test]
     fn file_names_are_the_canonical_paths() {
-        assert_eq!(
-            object_file_name(OutputKind::Kernel, "metal", Arch::Amd64, false),
-            "kernel-amd64"
-        );
-        assert_eq!(
-            object_file_name(OutputKind::Cmdline, "aws", Arch::Arm64, true),
-            "cmdline-aws-arm64-secureboot"
-        );
+        for (kind, platform, arch, secureboot, name) in [
+            (OutputKind::Kernel, "metal", Arch::Amd64, false, "kernel-amd64"),
+            (
+                OutputKind::Cmdline,
+                "aws",
+                Arch::Arm64,
+                true,
+                "cmdline-aws-arm64-secureboot",
+            ),
+            (
+                OutputKind::Initramfs,
+                "metal",
+                Arch::Arm64,
+                false,
+                "initramfs-arm64.xz",
+            ),
+            (
+                OutputKind::Uki,
+                "metal",
+                Arch::Amd64,
+                false,
+                "metal-amd64-uki.efi",
+            ),
+            (
+                OutputKind::Uki,
+                "aws",
+                Arch::Amd64,
+                true,
+                "aws-amd64-secureboot-uki.efi",
+            ),
+        ] {
+            assert_eq!(object_file_name(kind, platform, arch, secureboot), name);
+            assert!(parse_path(name).is_ok(), "{name}");
+        }
     }
 
-    #[tokio::test]
-    async fn cmdline_spec_is_assembled_as_kernel_cmdline() {
+    #[test]
+    fn cmdline_spec_is_assembled_as_kernel_cmdline() {
         let schematic = Schematic::default();
-        let p = profile("cmdline-metal-amd64", &schematic);
-        let inputs = BTreeMap::from([(IMAGER_INPUT.to_owned(), "sha256:00".to_owned())]);
-        let spec = build_spec(&p, &inputs);
-        let parsed = Spec::deserialize(&spec).expect("spec");
+        let (p, inputs) = inputs("cmdline-metal-amd64", &schematic);
+        let spec = Spec::parse(&inputs.spec(&p)).unwrap();
         let expected = kernel_cmdline(&CmdlineInput {
             platform: "metal",
             arch: Arch::Amd64,
@@ -290,7 +264,67 @@ mod tests {
             overlay_kernel_args: &[],
             meta: &[],
         });
-        assert_eq!(cmdline(&parsed.profile, Arch::Amd64), expected);
+        assert_eq!(cmdline::cmdline(&spec).unwrap(), expected);
         assert!(expected.contains("talos.platform=metal"), "{expected}");
+        // Kernel and cmdline carry no schematic extension: only the imager is an input.
+        assert_eq!(inputs.digests().len(), 1);
+        assert!(spec.schematic.is_none());
+    }
+
+    #[test]
+    fn initramfs_spec_carries_extensions_and_the_checked_schematic() {
+        let schematic = Schematic::parse(
+            b"customization:\n  systemExtensions:\n    officialExtensions:\n      - siderolabs/intel-ucode\n      - gvisor\n",
+        )
+        .unwrap();
+        let p = profile("initramfs-amd64.xz", &schematic);
+        let resolved = [
+            ResolvedExtension {
+                requested: "siderolabs/intel-ucode".into(),
+                repository: "siderolabs/intel-ucode".into(),
+                tag: "1".into(),
+                digest: "sha256:11".into(),
+            },
+            ResolvedExtension {
+                requested: "gvisor".into(),
+                repository: "siderolabs/gvisor".into(),
+                tag: "2".into(),
+                digest: "sha256:22".into(),
+            },
+        ];
+        let inputs = BuildInputs::new(&p, &schematic, "sha256:00".into(), &resolved, "http://f.test/");
+        assert_eq!(
+            inputs.digests().keys().collect::<Vec<_>>(),
+            [
+                "extension/0/siderolabs/intel-ucode",
+                "extension/1/siderolabs/gvisor",
+                "imager",
+                "schematic-extension-author"
+            ]
+        );
+        assert_eq!(
+            inputs.digests()[SCHEMATIC_AUTHOR_INPUT],
+            "Image Factory (http://f.test/)"
+        );
+        let json = inputs.spec(&p);
+        let spec = Spec::parse(&json).unwrap();
+        let layer = spec.schematic_layer().unwrap().unwrap();
+        assert_eq!(layer.id, schematic.id().as_str());
+        assert_eq!(layer.canonical_yaml, schematic.canonical_yaml());
+        let ext = extensions::extension_inputs(&spec.inputs, 2).unwrap();
+        assert_eq!(ext[1].repository, "siderolabs/gvisor");
+
+        // A schematic that does not hash to the profile's ID is refused.
+        let mut forged = json.clone();
+        forged["schematic"] = "customization: {}\n".into();
+        let err = Spec::parse(&forged).unwrap().schematic_layer().unwrap_err();
+        assert!(matches!(err, AssembleError::User(m) if m.contains("hashes to")));
+
+        // The external URL is part of the cache key.
+        let other = BuildInputs::new(&p, &schematic, "sha256:00".into(), &resolved, "http://g.test/");
+        assert_ne!(
+            p.cache_key(inputs.digests(), "s"),
+            p.cache_key(other.digests(), "s")
+        );
     }
 }

@@ -5,6 +5,11 @@ use std::time::Duration;
 /// Environment variable: the URL clients reach the factory at (links, talosctl URLs, installer
 /// references). `http`/`https` with a host. Default `https://localhost/` (the Go default).
 pub const ENV_EXTERNAL_URL: &str = "FACTORY_EXTERNAL_URL";
+/// Environment variable: the base URL of the image routes in PXE scripts (`GET /pxe/...`), for a
+/// deployment where iPXE reaches the factory at another address than browsers do (e.g. plain
+/// `http://` on an internal name, for iPXE builds without HTTPS). Unset: [`ENV_EXTERNAL_URL`],
+/// as the Go factory's `http.externalPXEURL`.
+pub const ENV_EXTERNAL_PXE_URL: &str = "FACTORY_EXTERNAL_PXE_URL";
 /// Environment variable: comma-separated CORS origins, e.g. `https://a.example,https://b.example`;
 /// `*` allows any origin. Default `*` (the Go default `["*"]`).
 pub const ENV_ALLOWED_ORIGINS: &str = "FACTORY_ALLOWED_ORIGINS";
@@ -43,6 +48,8 @@ pub const DEFAULT_EXTERNAL_URL: &str = "https://localhost/";
 pub enum ConfigError {
     #[error("{ENV_EXTERNAL_URL}={0:?}: an http:// or https:// URL with a host is required")]
     ExternalUrl(String),
+    #[error("{ENV_EXTERNAL_PXE_URL}={0:?}: an http:// or https:// URL with a host is required")]
+    ExternalPxeUrl(String),
     #[error("{ENV_ALLOWED_ORIGINS}: origin {0:?} is neither \"*\" nor scheme://host[:port]")]
     Origin(String),
     #[error("{ENV_ASSET_BASE_URL}={0:?}: an http:// or https:// URL with a host is required")]
@@ -56,6 +63,8 @@ pub enum ConfigError {
 pub struct HttpConfig {
     /// See [`ENV_EXTERNAL_URL`].
     pub external_url: String,
+    /// See [`ENV_EXTERNAL_PXE_URL`]; `None`: the external URL ([`HttpConfig::pxe_base_url`]).
+    pub external_pxe_url: Option<String>,
     /// See [`ENV_ALLOWED_ORIGINS`]; `["*"]` allows any origin.
     pub allowed_origins: Vec<String>,
     /// The `Server` header of every response.
@@ -68,6 +77,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             external_url: DEFAULT_EXTERNAL_URL.to_owned(),
+            external_pxe_url: None,
             allowed_origins: vec!["*".to_owned()],
             server_name: default_server_name(),
             asset_links: AssetLinks::ObjectRoute,
@@ -82,8 +92,9 @@ pub fn default_server_name() -> String {
 }
 
 impl HttpConfig {
-    /// Reads [`ENV_EXTERNAL_URL`] and [`ENV_ALLOWED_ORIGINS`]; unset or empty variables take
-    /// their defaults.
+    /// Reads [`ENV_EXTERNAL_URL`], [`ENV_EXTERNAL_PXE_URL`], [`ENV_ALLOWED_ORIGINS`],
+    /// [`ENV_ASSET_BASE_URL`] and [`ENV_ASSET_URL_TTL`]; unset or empty variables take their
+    /// defaults.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -99,6 +110,9 @@ impl HttpConfig {
         let mut config = Self::default();
         if let Some(url) = set(ENV_EXTERNAL_URL) {
             config = config.with_external_url(&url)?;
+        }
+        if let Some(url) = set(ENV_EXTERNAL_PXE_URL) {
+            config = config.with_external_pxe_url(&url)?;
         }
         if let Some(origins) = set(ENV_ALLOWED_ORIGINS) {
             config = config.with_allowed_origins(origins.split(','))?;
@@ -128,6 +142,21 @@ impl HttpConfig {
         }
         self.external_url = url.to_owned();
         Ok(self)
+    }
+
+    /// Sets the base URL of PXE scripts after checking it is `http(s)://host...`.
+    pub fn with_external_pxe_url(mut self, url: &str) -> Result<Self, ConfigError> {
+        if !is_http_url_with_host(url) {
+            return Err(ConfigError::ExternalPxeUrl(url.to_owned()));
+        }
+        self.external_pxe_url = Some(url.to_owned());
+        Ok(self)
+    }
+
+    /// Where PXE scripts point iPXE at the image routes: [`Self::external_pxe_url`], else the
+    /// external URL.
+    pub fn pxe_base_url(&self) -> &str {
+        self.external_pxe_url.as_deref().unwrap_or(&self.external_url)
     }
 
     /// Replaces where built assets are linked to (a [`AssetLinks::Cdn`] base is checked).
@@ -202,6 +231,8 @@ mod tests {
         let c = config(&[]).expect("defaults");
         assert_eq!(c.external_url, "https://localhost/");
         assert_eq!(c.allowed_origins, vec!["*"]);
+        assert_eq!(c.external_pxe_url, None);
+        assert_eq!(c.pxe_base_url(), "https://localhost/");
         assert!(c.server_name.starts_with("Image Factory talos-factory-rs "));
         assert_eq!(c.asset_links, AssetLinks::Presigned(DEFAULT_ASSET_URL_TTL));
         assert_eq!(HttpConfig::default().asset_links, AssetLinks::ObjectRoute);
@@ -225,6 +256,27 @@ mod tests {
         assert_eq!(
             config(&[(ENV_ASSET_BASE_URL, "d1.cloudfront.net")]),
             Err(ConfigError::AssetBaseUrl("d1.cloudfront.net".into()))
+        );
+    }
+
+    #[test]
+    fn pxe_scripts_use_the_external_pxe_url_when_set() {
+        let c = config(&[
+            (ENV_EXTERNAL_URL, "https://factory.example.com/"),
+            (ENV_EXTERNAL_PXE_URL, "http://pxe.internal:8080/"),
+        ])
+        .expect("valid");
+        assert_eq!(c.external_url, "https://factory.example.com/");
+        assert_eq!(c.pxe_base_url(), "http://pxe.internal:8080/");
+        let c = config(&[
+            (ENV_EXTERNAL_URL, "https://factory.example.com/"),
+            (ENV_EXTERNAL_PXE_URL, " "),
+        ])
+        .expect("blank is unset");
+        assert_eq!(c.pxe_base_url(), "https://factory.example.com/");
+        assert_eq!(
+            config(&[(ENV_EXTERNAL_PXE_URL, "pxe.internal")]),
+            Err(ConfigError::ExternalPxeUrl("pxe.internal".into()))
         );
     }
 

@@ -3,8 +3,9 @@
 //! 404 and 405 answers.
 //!
 //! Each route family has its own router ([`schematics_router`], [`keys_router`],
-//! [`catalog_router`]) so that each Lambda function serves only its family; [`with_common_layers`]
-//! completes one or several of them into a service, and [`app`] is everything (the local server).
+//! [`catalog_router`], [`image_router`], [`pxe_router`]) so that each Lambda function serves only
+//! its family; [`with_common_layers`] completes one or several of them into a service, and [`app`]
+//! is everything (the local server).
 //! Lambda wraps the result with `lambda_http::run`; tests call it with `tower::ServiceExt::oneshot`.
 
 mod config;
@@ -20,14 +21,14 @@ use axum::Router;
 
 pub use config::{
     default_server_name, AssetLinks, ConfigError, HttpConfig, DEFAULT_ASSET_URL_TTL, DEFAULT_EXTERNAL_URL,
-    ENV_ALLOWED_ORIGINS, ENV_ASSET_BASE_URL, ENV_ASSET_URL_TTL, ENV_EXTERNAL_URL,
+    ENV_ALLOWED_ORIGINS, ENV_ASSET_BASE_URL, ENV_ASSET_URL_TTL, ENV_EXTERNAL_PXE_URL, ENV_EXTERNAL_URL,
 };
 pub use error::{plain_text, ApiError};
 pub use gojson::go_json;
 pub use layers::{with_common_layers, REQUEST_ID_HEADER};
 pub use repo::{PutResult, RepoError, SchematicRepo, SCHEMATIC_CONTENT_TYPE};
 pub use routes::{
-    assets_router, catalog_router, health_router, image_router, keys_router, schematics_router,
+    assets_router, catalog_router, health_router, image_router, keys_router, pxe_router, schematics_router,
     MAX_SCHEMATIC_BODY, READYZ_PROBE_KEY,
 };
 pub use state::{AppState, DEFAULT_IMAGE_WAIT_BUDGET};
@@ -38,6 +39,7 @@ pub fn app(state: AppState) -> Router {
         .merge(keys_router(state.clone()))
         .merge(catalog_router(state.clone()))
         .merge(image_router(state.clone()))
+        .merge(pxe_router(state.clone()))
         .merge(assets_router(state.clone()));
     with_common_layers(routes, state.config())
 }
@@ -46,6 +48,12 @@ pub fn app(state: AppState) -> Router {
 /// at 6 MB, so built assets are served by the CDN or presigned S3 URLs ([`AssetLinks`]).
 pub fn image_app(state: AppState) -> Router {
     with_common_layers(image_router(state.clone()), state.config())
+}
+
+/// What the `pxe` Lambda function serves: the iPXE scripts (it needs the schematics and the
+/// release catalog, not the build pipeline: the command line is computed, not built).
+pub fn pxe_app(state: AppState) -> Router {
+    with_common_layers(pxe_router(state.clone()), state.config())
 }
 
 /// What the `schematics` Lambda function serves.

@@ -160,6 +160,11 @@ impl ImageServer {
         self.block_on(self.stand_in.kernel())
     }
 
+    /// A file of the release's imager image at `version`, e.g. `usr/install/amd64/initramfs.xz`.
+    pub fn release_file(&self, version: &str, path: &str) -> Vec<u8> {
+        self.block_on(self.stand_in.imager_file(version, path))
+    }
+
     /// Stores a schematic through the API; its ID.
     pub fn post_schematic(&self, yaml: &str) -> String {
         let reply = curl(self.url(), &["-X", "POST", "--data-binary", yaml], "/schematics");

@@ -20,9 +20,23 @@ pub struct LocalServerThread {
 }
 
 impl LocalServerThread {
-    /// Starts the server with `options`; with `aws`, first checks that LocalStack answers (failing
-    /// the test with instructions otherwise). Waits up to `ready_within` for it to listen.
+    /// Starts the server with `options` on `127.0.0.1:0`; with `aws`, first checks that LocalStack
+    /// answers (failing the test with instructions otherwise). Waits up to `ready_within` for it to
+    /// listen.
     pub fn start(options: Options, aws: bool, ready_within: Duration) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        Self::start_on(listener, options, aws, ready_within)
+    }
+
+    /// As [`Self::start`], serving on `listener` (bound beforehand, e.g. to know the port for
+    /// `options.external_url`).
+    pub fn start_on(
+        listener: std::net::TcpListener,
+        options: Options,
+        aws: bool,
+        ready_within: Duration,
+    ) -> Self {
+        listener.set_nonblocking(true).expect("non-blocking listener");
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -35,9 +49,7 @@ impl LocalServerThread {
                 if aws {
                     super::aws_config().await;
                 }
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind 127.0.0.1:0");
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
                 match LocalServer::prepare(options, listener).await {
                     Ok(server) => {
                         let _ = ready_tx.send(Ok((server.url().to_owned(), server.build_stats())));

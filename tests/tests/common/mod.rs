@@ -5,15 +5,19 @@
 //!   does not answer, telling how to start it.
 //! * Unique names: [`unique_name`] isolates tests that share a LocalStack (buckets prefixes, queues).
 //! * [`stand_in`]: the generated stand-in Talos release as an upstream; [`image`]: the local server
-//!   over it on either backend, for the image route tests.
+//!   over it on either backend, for the image route tests; [`inspect`]: the independent tools
+//!   (cpio, zstd, unsquashfs, objdump, objcopy) that look inside what it serves; [`boot`]: booting
+//!   what it serves in QEMU on LocalStack (the heavy boot tests).
 
 // Every test binary compiles this module and uses a different part of it.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::time::Duration;
 
+pub mod boot;
 pub mod curl;
 pub mod image;
+pub mod inspect;
 pub mod local_server;
 pub mod stand_in;
 

@@ -79,15 +79,23 @@ impl StandIn {
     /// The release's `amd64` kernel at [`VERSION`], read with the upstream adapter: what
     /// `kernel-amd64` must serve, byte for byte.
     pub async fn kernel(&self) -> Vec<u8> {
+        self.imager_file(VERSION, KERNEL_AMD64).await
+    }
+
+    /// A file of the release's imager image at `version` (`usr/install/<arch>/...`), read with
+    /// the upstream adapter from its `linux/amd64` image (which carries both architectures).
+    pub async fn imager_file(&self, version: &str, path: &str) -> Vec<u8> {
         let upstream = self.upstream();
         let image = upstream
-            .resolve("siderolabs/imager", VERSION)
+            .resolve("siderolabs/imager", version)
             .await
             .expect("the stand-in release has an imager");
         let mut files = upstream
-            .read_files(&image, Arch::Amd64, &[KERNEL_AMD64])
+            .read_files(&image, Arch::Amd64, &[path])
             .await
             .expect("read the imager");
-        files.remove(KERNEL_AMD64).expect("the imager has a kernel")
+        files
+            .remove(path)
+            .unwrap_or_else(|| panic!("the imager {version} has no {path}"))
     }
 }

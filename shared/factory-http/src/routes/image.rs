@@ -4,16 +4,17 @@
 //!
 //! Processing order of the image route, as the Go handler: strip a `.sha256` / `.sha512` suffix;
 //! load the schematic (404); the version (`v` added; malformed → 400, where Go answers 500; not
-//! offered → 404); parse the path (400); enhance from the schematic (400); then, ours: kinds this
-//! factory does not build yet → 501; the download name (`?filename=`, validated → 400); the
-//! exact imager digest → cache key; get or build within the wait budget.
+//! offered → 404); parse the path (400); enhance from the schematic (400), which includes
+//! resolving the schematic's official extensions in the version's catalog (names, aliases: see
+//! [`factory_assets::extensions`]; an unknown one → 400 naming it and the version); then, ours:
+//! profiles this factory does not build yet → 501; the download name (`?filename=`, validated →
+//! 400); the exact imager digest → cache key (over the profile, the imager and extension digests
+//! and the schematic extension's author); get or build within the wait budget.
 //!
 //! Answers: published → `GET` a `302` to `<external URL>/assets/<object key>` (with
 //! `?filename=` when a download name was asked for), `HEAD` a `200` with the object's headers
 //! and no redirect, a checksum suffix the `<hex>  <file name>\n` line; still building → `503`
 //! with `Retry-After`; a remembered user-caused failure → `400` with its message.
-
-use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -21,8 +22,10 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use factory_assets::{build_spec, imager_reference, is_built, IMAGER_INPUT};
-use factory_core::profile::{content_type, download_file_name, enhance, parse_path, ASSET_FORMAT_VERSION};
+use factory_assets::{imager_reference, is_profile_built, resolve_official_extensions, BuildInputs};
+use factory_core::profile::{
+    content_type, download_file_name, enhance, parse_path, EnhanceError, ASSET_FORMAT_VERSION,
+};
 use factory_core::schematic::SchematicId;
 use factory_core::version::TalosVersion;
 use factory_pipeline::keys::ASSETS_PREFIX;
@@ -99,9 +102,24 @@ async fn image(
 
     let parsed = parse_path(path)
         .map_err(|e| ApiError::BadRequest(format!("error parsing profile from path: {e}")))?;
-    let profile = enhance(parsed, &schematic, &version)
-        .map_err(|e| ApiError::BadRequest(format!("error enhancing profile from schematic: {e}")))?;
-    if !is_built(profile.output.kind) {
+    let enhance_error =
+        |e: EnhanceError| ApiError::BadRequest(format!("error enhancing profile from schematic: {e}"));
+    let profile = enhance(parsed, &schematic, &version).map_err(enhance_error)?;
+    // Checked before anything is enqueued, so that the user gets the 400 at once (the catalog is
+    // cached per version in the store).
+    let extensions = if profile.inputs.system_extensions.is_empty() {
+        Vec::new()
+    } else {
+        let entries = catalog.extensions(&version).await?;
+        resolve_official_extensions(
+            &profile.inputs.system_extensions,
+            &entries,
+            &version,
+            &catalog.config().display_registry,
+        )
+        .map_err(enhance_error)?
+    };
+    if !is_profile_built(&profile) {
         return Err(ApiError::NotImplemented(format!(
             "{path} is not built by this factory yet"
         )));
@@ -114,9 +132,15 @@ async fn image(
     let imager = upstream
         .resolve(&upstream.config().components.imager, &imager_reference(&profile))
         .await?;
-    let inputs = BTreeMap::from([(IMAGER_INPUT.to_owned(), imager.digest)]);
-    let cache_key = profile.cache_key(&inputs, ASSET_FORMAT_VERSION);
-    let spec = build_spec(&profile, &inputs);
+    let inputs = BuildInputs::new(
+        &profile,
+        &schematic,
+        imager.digest,
+        &extensions,
+        &state.config().external_url,
+    );
+    let cache_key = profile.cache_key(inputs.digests(), ASSET_FORMAT_VERSION);
+    let spec = inputs.spec(&profile);
 
     let answer = state
         .pipeline()?

@@ -5,9 +5,11 @@ mod body;
 mod catalog;
 mod image;
 mod keys;
+mod pxe;
 mod schematics;
 
 pub use catalog::catalog_router;
 pub use image::{assets_router, image_router};
 pub use keys::{health_router, keys_router, READYZ_PROBE_KEY};
+pub use pxe::pxe_router;
 pub use schematics::{schematics_router, MAX_SCHEMATIC_BODY};
