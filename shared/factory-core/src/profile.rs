@@ -311,6 +311,30 @@ impl Profile {
         self.output.kind == OutputKind::Iso
     }
 
+    /// The kernel command line of this profile, with its own extra args, overlay args and META
+    /// (the `cmdline-…` asset's bytes for a cmdline profile; what `/pxe` scripts pass).
+    pub fn kernel_cmdline(&self) -> String {
+        let meta: Vec<crate::schematic::MetaValue> = self
+            .customization
+            .meta
+            .iter()
+            .map(|m| crate::schematic::MetaValue {
+                key: m.key,
+                value: m.value.clone(),
+            })
+            .collect();
+        crate::cmdline::kernel_cmdline(&crate::cmdline::CmdlineInput {
+            platform: &self.platform,
+            arch: self.arch,
+            version: &self.version,
+            secureboot: self.secureboot,
+            iso: self.is_iso(),
+            extra_kernel_args: &self.customization.extra_kernel_args,
+            overlay_kernel_args: &self.customization.overlay_kernel_args,
+            meta: &meta,
+        })
+    }
+
     /// The bootloader the imager will use for ISO and disk image outputs (talos-imager §10.1),
     /// `None` for other kinds. SecureBoot forces sd-boot; an explicit choice is kept (for ISOs
     /// only from 1.12, when it became selectable); otherwise grub before 1.10, sd-boot on arm64,

@@ -26,8 +26,6 @@ use factory_assets::{imager_reference, is_profile_built, resolve_official_extens
 use factory_core::profile::{
     content_type, download_file_name, enhance, parse_path, EnhanceError, ASSET_FORMAT_VERSION,
 };
-use factory_core::schematic::SchematicId;
-use factory_core::version::TalosVersion;
 use factory_pipeline::keys::ASSETS_PREFIX;
 use factory_pipeline::{Published, Response as PipelineResponse};
 use http::{header, HeaderValue, Method, StatusCode};
@@ -85,20 +83,10 @@ async fn image(
         params.map_err(|e| ApiError::BadRequest(format!("invalid request path: {e}")))?;
     let (path, checksum) = strip_checksum(&raw_path);
 
-    let not_found = || ApiError::NotFound(format!("schematic ID {schematic_id:?} not found"));
-    let id = SchematicId::parse(&schematic_id).ok_or_else(not_found)?;
-    let schematic = state.schematics().get(&id).await?.ok_or_else(not_found)?;
-
-    let version_text = if version_text.starts_with('v') {
-        version_text
-    } else {
-        format!("v{version_text}")
-    };
-    let version = TalosVersion::parse(&version_text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let super::lookup::Target {
+        schematic, version, ..
+    } = super::lookup::schematic_and_version(&state, &schematic_id, &version_text).await?;
     let catalog = state.catalog()?;
-    if !catalog.is_available(&version).await? {
-        return Err(ApiError::VersionNotAvailable(version));
-    }
 
     let parsed = parse_path(path)
         .map_err(|e| ApiError::BadRequest(format!("error parsing profile from path: {e}")))?;

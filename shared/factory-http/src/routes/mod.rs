@@ -5,6 +5,7 @@ mod body;
 mod catalog;
 mod image;
 mod keys;
+mod lookup;
 mod pxe;
 mod schematics;
 

@@ -26,11 +26,8 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use factory_core::cmdline::{kernel_cmdline, CmdlineInput};
-use factory_core::profile::{enhance, parse_path, Profile};
+use factory_core::profile::{enhance, parse_path};
 use factory_core::pxe::{render_script, PxeScript, RetryPolicy};
-use factory_core::schematic::{MetaValue, SchematicId};
-use factory_core::version::TalosVersion;
 use http::header;
 
 use crate::{ApiError, AppState};
@@ -49,19 +46,11 @@ async fn pxe(
     let Path((schematic_id, version_text, segment)) =
         params.map_err(|e| ApiError::BadRequest(format!("invalid request path: {e}")))?;
 
-    let not_found = || ApiError::NotFound(format!("schematic ID {schematic_id:?} not found"));
-    let id = SchematicId::parse(&schematic_id).ok_or_else(not_found)?;
-    let schematic = state.schematics().get(&id).await?.ok_or_else(not_found)?;
-
-    let version_tag = if version_text.starts_with('v') {
-        version_text
-    } else {
-        format!("v{version_text}")
-    };
-    let version = TalosVersion::parse(&version_tag).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if !state.catalog()?.is_available(&version).await? {
-        return Err(ApiError::VersionNotAvailable(version));
-    }
+    let super::lookup::Target {
+        schematic,
+        version,
+        version_tag,
+    } = super::lookup::schematic_and_version(&state, &schematic_id, &version_text).await?;
 
     // The segment is `<platform>-<arch>[-secureboot]`: as a cmdline path it parses (and fails)
     // exactly as in Go.
@@ -70,7 +59,7 @@ async fn pxe(
     let profile = enhance(parsed, &schematic, &version)
         .map_err(|e| ApiError::BadRequest(format!("error enhancing profile from schematic: {e}")))?;
 
-    let cmdline = profile_cmdline(&profile);
+    let cmdline = profile.kernel_cmdline();
     let script = render_script(
         &PxeScript {
             base_url: state.config().pxe_base_url(),
@@ -86,33 +75,12 @@ async fn pxe(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], script).into_response())
 }
 
-/// The kernel command line of a `cmdline-…` profile: the bytes of that asset.
-fn profile_cmdline(profile: &Profile) -> String {
-    let meta: Vec<MetaValue> = profile
-        .customization
-        .meta
-        .iter()
-        .map(|m| MetaValue {
-            key: m.key,
-            value: m.value.clone(),
-        })
-        .collect();
-    kernel_cmdline(&CmdlineInput {
-        platform: &profile.platform,
-        arch: profile.arch,
-        version: &profile.version,
-        secureboot: profile.secureboot,
-        iso: profile.is_iso(),
-        extra_kernel_args: &profile.customization.extra_kernel_args,
-        overlay_kernel_args: &profile.customization.overlay_kernel_args,
-        meta: &meta,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use factory_core::schematic::Schematic;
+    use factory_core::profile::Profile;
+    use factory_core::schematic::{MetaValue, Schematic};
+    use factory_core::version::TalosVersion;
 
     fn profile(segment: &str, schematic: &Schematic) -> Profile {
         let version = TalosVersion::parse("v1.12.1").expect("version");
@@ -132,7 +100,7 @@ mod tests {
             key: 0xa,
             value: "{}".into(),
         }];
-        let cmdline = profile_cmdline(&profile("metal-x86_64", &schematic));
+        let cmdline = Profile::kernel_cmdline(&profile("metal-x86_64", &schematic));
         assert!(cmdline.starts_with("talos.platform=metal "), "{cmdline}");
         assert!(
             cmdline.contains(" talos.environment=INSTALLER_META_BASE64="),
@@ -141,7 +109,7 @@ mod tests {
         assert!(cmdline.ends_with(" net.ifnames=0"), "{cmdline}");
         assert!(cmdline.contains(" console=ttyS1"), "{cmdline}");
         assert!(!cmdline.contains("lockdown"), "{cmdline}");
-        let secure = profile_cmdline(&profile("metal-amd64-secureboot", &schematic));
+        let secure = Profile::kernel_cmdline(&profile("metal-amd64-secureboot", &schematic));
         assert!(secure.contains(" lockdown=confidentiality"), "{secure}");
     }
 }
