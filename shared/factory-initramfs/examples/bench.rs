@@ -5,145 +5,114 @@
 //! ```
 //!
 //! The extensions are made from files of this machine (ELF binaries and libraries are realistic
-//! stand-ins for extension tools and firmware): `tools` (`/usr/local/bin`, `--mb` MiB),
-//! `firmware` (`/usr/lib/firmware`, half that) and `intel-ucode` (2 MiB of microcode). Ours is
-//! [`factory_initramfs::build`] on all cores; the tools are what the imager runs (talos-imager
-//! §4.4, §5.2): per extension `mksquashfs <rootfs> <n>.sqsh -all-root -noappend -no-progress -comp
-//! zstd -Xcompression-level 18`, then `cpio -H newc --create --reproducible -R +0:+0` of the
-//! staging directory piped through `zstd -T0 -18`, plus the raw microcode cpio; the staging
-//! layout is prepared before the clock starts. Prints both wall times, the ratio and the sizes.
+//! stand-ins for extension tools and firmware): `tools` (`/usr/local/bin`, two thirds of `--mb`
+//! MiB), `firmware` (`/usr/lib/firmware`, the other third) and `intel-ucode` (2 MiB of
+//! microcode); the release initramfs is 8 MiB of noise. Ours is [`factory_initramfs::build`] on
+//! all cores; the tools are what the imager runs (talos-imager §4.4, §5.2): per extension
+//! `mksquashfs <rootfs> <n>.sqsh -all-root -noappend -no-progress -comp zstd -Xcompression-level
+//! 18`, then `cpio -H newc --create --reproducible -R +0:+0` of the staging directory piped
+//! through `zstd -T0 -18`, plus the raw microcode cpio; the staging layout is prepared before
+//! the clock starts. Without a subcommand: one run of each, printing both wall and CPU times,
+//! the ratio and the sizes.
+//!
+//! For repeated runs measured from outside (`scripts/bench-initramfs`: wall time and peak RSS
+//! of each side as a process of its own, with GNU `time`):
+//!
+//! * `bench prepare --dir DIR [--mb 48]`: the inputs into `DIR`, and `DIR/tools.sh OUT`, the
+//!   tool pipeline writing `OUT`;
+//! * `bench ours --dir DIR --out OUT`: our build of the prepared inputs into `OUT`.
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use factory_core::version::TalosVersion;
-use factory_initramfs::{build, Base, ExtensionSource, Options, Request};
+use factory_initramfs::{build, Base, ExtensionSource, Options, Request, Summary};
+
+/// The imager's tool pipeline over what [`prepare`] lays out next to it; `$1` is the output.
+const TOOLS_SH: &str = r#"#!/bin/sh
+# The Talos imager's tool pipeline (talos-imager 4.4, 5.2) on the staging tree prepared by
+# `bench prepare`: one squashfs per extension, the raw early-microcode cpio, the release
+# initramfs, the zstd cpio of layers, firmware and extensions.yaml. Writes $1.
+set -eu
+out=$(realpath "$1")
+cd "$(dirname "$0")"
+for i in 0 1 2; do
+    mksquashfs "rootfs/$i" "staging/$i.sqsh" -all-root -noappend -no-progress -quiet         -comp zstd -Xcompression-level 18
+done
+cd staging
+find kernel | LC_ALL=C sort | cpio -H newc --create --reproducible --quiet -R +0:+0 >"$out"
+cat ../initramfs.xz >>"$out"
+find . -mindepth 1 -not -path './kernel*' -printf '%P
+' | LC_ALL=C sort |
+    cpio -H newc --create --reproducible --quiet -R +0:+0 | zstd -T0 -18 -c --quiet >>"$out"
+"#;
 
 fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match args.first().map(String::as_str) {
+        Some("prepare" | "ours") => Some(args.remove(0)),
+        _ => None,
+    };
     let mut mb: u64 = 48;
     let mut keep: Option<PathBuf> = None;
-    let mut args = std::env::args().skip(1);
+    let mut dir: Option<PathBuf> = None;
+    let mut out: Option<PathBuf> = None;
+    let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--mb" => mb = args.next().and_then(|v| v.parse().ok()).expect("--mb N"),
             "--keep" => keep = args.next().map(PathBuf::from),
+            "--dir" => dir = args.next().map(PathBuf::from),
+            "--out" => out = args.next().map(PathBuf::from),
             other => panic!("unknown argument {other}"),
         }
     }
+    match command.as_deref() {
+        Some("prepare") => {
+            let dir = dir.expect("prepare --dir DIR");
+            fs::create_dir_all(&dir).unwrap();
+            prepare(&dir, mb);
+        }
+        Some("ours") => {
+            let summary = ours(&dir.expect("ours --dir DIR"), &out.expect("ours --out FILE"));
+            println!("{}", describe(&summary));
+        }
+        _ => compare_once(mb, keep),
+    }
+}
+
+/// One run of each side in this process, timed with the clock and `/proc/self/stat`.
+fn compare_once(mb: u64, keep: Option<PathBuf>) {
     let load_before = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let work = tempfile::tempdir().unwrap();
     let root = work.path();
+    prepare(root, mb);
 
-    // Inputs.
-    let sources = collect_files(&["/usr/bin", "/usr/lib/x86_64-linux-gnu", "/usr/lib"], mb << 20);
-    let (tools_files, firmware_files) = sources.split_at(sources.len() * 2 / 3);
-    let tools = make_extension(root, "tools", "usr/local/bin", tools_files);
-    let firmware = make_extension(root, "firmware", "usr/lib/firmware/vendor", firmware_files);
-    let ucode = root.join("ext/intel-ucode");
-    fs::create_dir_all(ucode.join("rootfs/usr/lib/firmware/intel-ucode")).unwrap();
-    write_manifest(&ucode, "intel-ucode");
-    for (i, chunk) in pseudo_random(2 << 20, 7).chunks(1 << 20).enumerate() {
-        fs::write(
-            ucode.join(format!("rootfs/usr/lib/firmware/intel-ucode/06-0{i}-01")),
-            chunk,
-        )
-        .unwrap();
-    }
-    let base_bytes = pseudo_random(8 << 20, 1);
-    let base_path = root.join("initramfs.xz");
-    fs::write(&base_path, &base_bytes).unwrap();
-    let input_bytes = dir_bytes(&root.join("ext"));
-    println!(
-        "inputs: 3 extensions, {:.1} MiB of files, {} cores",
-        input_bytes as f64 / 1048576.0,
-        std::thread::available_parallelism().map_or(1, usize::from)
-    );
-
-    // Ours.
-    let request = Request {
-        version: TalosVersion::parse("v1.12.1").unwrap(),
-        extensions: vec![
-            ExtensionSource::new(&tools),
-            ExtensionSource::new(&firmware),
-            ExtensionSource::new(&ucode),
-        ],
-        schematic: None,
-    };
     let ours_path = root.join("ours.xz");
     let cpu_start = cpu_seconds();
     let start = Instant::now();
-    let file = fs::File::create(&ours_path).unwrap();
-    let mut out = std::io::BufWriter::new(file);
-    let summary = build(
-        &Base::Path(base_path.clone()),
-        &request,
-        &Options {
-            scratch_dir: root.to_owned(),
-            ..Options::default()
-        },
-        &mut out,
-    )
-    .unwrap();
-    out.flush().unwrap();
-    drop(out);
-    let ours = start.elapsed();
+    let summary = ours(root, &ours_path);
+    let ours_time = start.elapsed();
     let ours_cpu = cpu_seconds().0 - cpu_start.0;
 
-    // The imager's tools, on a staging tree prepared beforehand.
-    let staging = root.join("staging");
-    let rootfs = root.join("rootfs");
-    prepare_staging(&[&tools, &firmware, &ucode], &staging, &rootfs);
     let tools_path = root.join("tools.xz");
     let cpu_start = cpu_seconds();
     let start = Instant::now();
-    for i in 0..3 {
-        run(Command::new("mksquashfs")
-            .arg(rootfs.join(i.to_string()))
-            .arg(staging.join(format!("{i}.sqsh")))
-            .args([
-                "-all-root",
-                "-noappend",
-                "-no-progress",
-                "-quiet",
-                "-comp",
-                "zstd",
-                "-Xcompression-level",
-                "18",
-            ]));
-    }
-    let mut out = fs::File::create(&tools_path).unwrap();
-    let microcode = shell(
-        &staging,
-        "find kernel | LC_ALL=C sort | cpio -H newc --create --reproducible --quiet -R +0:+0",
-    );
-    out.write_all(&microcode).unwrap();
-    out.write_all(&base_bytes).unwrap();
-    let appended = shell(
-        &staging,
-        "find . -mindepth 1 -not -path './kernel*' -printf '%P\\n' | LC_ALL=C sort | \
-         cpio -H newc --create --reproducible --quiet -R +0:+0 | zstd -T0 -18 -c --quiet",
-    );
-    out.write_all(&appended).unwrap();
-    drop(out);
+    run(Command::new("sh").arg(root.join("tools.sh")).arg(&tools_path));
     let tools_time = start.elapsed();
     let tools_cpu = cpu_seconds().1 - cpu_start.1;
 
     let size = |p: &Path| fs::metadata(p).unwrap().len() as f64 / 1048576.0;
     println!(
-        "ours:  {:>7.2} s wall {:>7.2} s cpu  {:>7.2} MiB  (layers: {})",
-        ours.as_secs_f64(),
+        "ours:  {:>7.2} s wall {:>7.2} s cpu  {:>7.2} MiB  ({})",
+        ours_time.as_secs_f64(),
         ours_cpu,
         size(&ours_path),
-        summary
-            .layers
-            .iter()
-            .map(|l| format!("{} {:.2} MiB", l.image, l.squashfs_bytes as f64 / 1048576.0))
-            .collect::<Vec<_>>()
-            .join(", ")
+        describe(&summary)
     );
     println!(
         "tools: {:>7.2} s wall {:>7.2} s cpu  {:>7.2} MiB",
@@ -153,7 +122,7 @@ fn main() {
     );
     println!(
         "ratio: {:.2} wall, {:.2} cpu (ours / tools); load average before: {}",
-        ours.as_secs_f64() / tools_time.as_secs_f64(),
+        ours_time.as_secs_f64() / tools_time.as_secs_f64(),
         ours_cpu / tools_cpu,
         load_before.trim()
     );
@@ -163,6 +132,79 @@ fn main() {
         fs::copy(&tools_path, keep.join("tools.xz")).unwrap();
         println!("kept in {}", keep.display());
     }
+}
+
+/// The inputs in `root`: `ext/{tools,firmware,intel-ucode}` (extension directories with
+/// `manifest.yaml` and `rootfs/`), `initramfs.xz`, and for the tools `rootfs/<n>` and `staging/`
+/// (the imager's layout, prepared beforehand) with `tools.sh`.
+fn prepare(root: &Path, mb: u64) {
+    let sources = collect_files(&["/usr/bin", "/usr/lib/x86_64-linux-gnu", "/usr/lib"], mb << 20);
+    let (tools_files, firmware_files) = sources.split_at(sources.len() * 2 / 3);
+    let [tools, firmware, ucode] = extension_dirs(root);
+    make_extension(&tools, "usr/local/bin", tools_files);
+    make_extension(&firmware, "usr/lib/firmware/vendor", firmware_files);
+    fs::create_dir_all(ucode.join("rootfs/usr/lib/firmware/intel-ucode")).unwrap();
+    write_manifest(&ucode);
+    for (i, chunk) in pseudo_random(2 << 20, 7).chunks(1 << 20).enumerate() {
+        fs::write(
+            ucode.join(format!("rootfs/usr/lib/firmware/intel-ucode/06-0{i}-01")),
+            chunk,
+        )
+        .unwrap();
+    }
+    fs::write(root.join("initramfs.xz"), pseudo_random(8 << 20, 1)).unwrap();
+    prepare_staging(
+        &[&tools, &firmware, &ucode],
+        &root.join("staging"),
+        &root.join("rootfs"),
+    );
+    fs::write(root.join("tools.sh"), TOOLS_SH).unwrap();
+    println!(
+        "inputs: 3 extensions, {} files, {:.1} MiB, base initramfs 8.0 MiB; {} cores",
+        sources.len() + 2,
+        dir_bytes(&root.join("ext")) as f64 / 1048576.0,
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+}
+
+/// The three extension directories under `root`.
+fn extension_dirs(root: &Path) -> [PathBuf; 3] {
+    ["tools", "firmware", "intel-ucode"].map(|name| root.join("ext").join(name))
+}
+
+/// Our build of the prepared inputs in `root` into `out` (scratch files under `root`).
+fn ours(root: &Path, out: &Path) -> Summary {
+    let request = Request {
+        version: TalosVersion::parse("v1.12.1").unwrap(),
+        extensions: extension_dirs(root).iter().map(ExtensionSource::new).collect(),
+        schematic: None,
+    };
+    let file = fs::File::create(out).unwrap();
+    let mut writer = std::io::BufWriter::new(file);
+    let summary = build(
+        &Base::Path(root.join("initramfs.xz")),
+        &request,
+        &Options {
+            scratch_dir: root.to_owned(),
+            ..Options::default()
+        },
+        &mut writer,
+    )
+    .unwrap();
+    writer.flush().unwrap();
+    summary
+}
+
+fn describe(summary: &Summary) -> String {
+    format!(
+        "layers: {}",
+        summary
+            .layers
+            .iter()
+            .map(|l| format!("{} {:.2} MiB", l.image, l.squashfs_bytes as f64 / 1048576.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// Regular files under `dirs` (sorted, deterministic) up to `budget` bytes, each below 8 MiB.
@@ -192,7 +234,8 @@ fn collect_files(dirs: &[&str], budget: u64) -> Vec<PathBuf> {
     picked
 }
 
-fn write_manifest(dir: &Path, name: &str) {
+fn write_manifest(dir: &Path) {
+    let name = dir.file_name().unwrap().to_string_lossy();
     fs::write(
         dir.join("manifest.yaml"),
         format!(
@@ -203,15 +246,13 @@ fn write_manifest(dir: &Path, name: &str) {
     .unwrap();
 }
 
-fn make_extension(root: &Path, name: &str, into: &str, files: &[PathBuf]) -> PathBuf {
-    let dir = root.join("ext").join(name);
+fn make_extension(dir: &Path, into: &str, files: &[PathBuf]) {
     let target = dir.join("rootfs").join(into);
     fs::create_dir_all(&target).unwrap();
-    write_manifest(&dir, name);
+    write_manifest(dir);
     for file in files {
         fs::copy(file, target.join(file.file_name().unwrap())).unwrap();
     }
-    dir
 }
 
 /// The imager's staging: firmware and microcode moved out, one rootfs per extension.
@@ -248,18 +289,6 @@ fn prepare_staging(extensions: &[&Path], staging: &Path, rootfs: &Path) {
 fn run(cmd: &mut Command) {
     let status = cmd.status().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(status.success(), "{cmd:?}: {status}");
-}
-
-fn shell(dir: &Path, script: &str) -> Vec<u8> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{script}: {}", out.status);
-    out.stdout
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
