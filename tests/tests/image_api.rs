@@ -146,15 +146,16 @@ fn request_errors(backend: Backend) {
             "invalid version \"v1.x\"".to_owned(),
         ),
         (
-            format!("/image/{empty}/{VERSION}/metal-amd64.iso"),
+            format!("/image/{empty}/{VERSION}/installer-amd64.tar"),
             501,
-            "metal-amd64.iso is not built by this factory yet".to_owned(),
+            "installer-amd64.tar is not built by this factory yet".to_owned(),
         ),
         (
-            format!("/image/{empty}/{VERSION}/metal-amd64.iso.sha256"),
+            format!("/image/{empty}/{VERSION}/metal-amd64-secureboot.iso.sha256"),
             501,
-            "metal-amd64.iso is not built by this factory yet".to_owned(),
+            "metal-amd64-secureboot.iso: SecureBoot assets are not built by this factory yet".to_owned(),
         ),
+
     ];
     for (path, status, message) in &cases {
         let reply = curl(&url, &[], path);

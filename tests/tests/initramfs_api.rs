@@ -240,7 +240,7 @@ fn uki_version_gates_and_secureboot() {
     assert_error(
         &secureboot,
         501,
-        "metal-amd64-secureboot-uki.efi is not built by this factory yet",
+        "metal-amd64-secureboot-uki.efi: SecureBoot assets are not built by this factory yet",
     );
 }
 

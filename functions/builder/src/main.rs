@@ -52,6 +52,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let store = Arc::new(factory_lambda::s3_store(&sdk)?);
     let retries = factory_lambda::retry_queue_from_env(&sdk)?;
     let builder = Builder::new(store, key, Arc::new(ReleaseAssembler::new(upstream)), config)?;
+    // A builder image without a tool still builds what does not need it; say so once, loudly.
+    let missing = factory_assets::missing_tools();
+    if !missing.is_empty() {
+        tracing::error!(?missing, "the builder image lacks tools: builds that need them will fail");
+    }
 
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         handle(&builder, retries.as_ref(), event)

@@ -6,16 +6,21 @@ use factory_core::cmdline::{kernel_cmdline, CmdlineInput};
 
 use crate::spec::Spec;
 
-/// The command line of a spec's profile (no trailing newline).
+/// The command line of a spec's profile (no trailing newline). ISOs add
+/// `talos.halt_if_installed=1` (≥ 1.8); disk images carry no META on the command line, they write
+/// it into their META partition (talos-imager §6.2 step 7, §7.4).
 pub(crate) fn cmdline(spec: &Spec) -> Result<String, factory_pipeline::AssembleError> {
     let profile = &spec.profile;
-    let meta = spec.meta();
+    let meta = match profile.output.kind.as_str() {
+        "image" => Vec::new(),
+        _ => spec.meta(),
+    };
     Ok(kernel_cmdline(&CmdlineInput {
         platform: &profile.platform,
         arch: spec.arch()?,
         version: &profile.version,
         secureboot: profile.secureboot,
-        iso: false,
+        iso: profile.output.kind == "iso",
         extra_kernel_args: &profile.customization.extra_kernel_args,
         overlay_kernel_args: &profile.customization.overlay_kernel_args,
         meta: &meta,

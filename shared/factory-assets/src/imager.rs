@@ -17,6 +17,8 @@ pub const KERNEL: &str = "vmlinuz";
 pub const INITRAMFS: &str = "initramfs.xz";
 /// The systemd-stub the UKI is built on (`input.sdStub`).
 pub const SD_STUB: &str = "systemd-stub.efi";
+/// systemd-boot, the UEFI boot loader of ISOs and disk images (`input.sdBoot`).
+pub const SD_BOOT: &str = "systemd-boot.efi";
 
 /// The path of `name` for `arch` inside the imager image.
 pub fn install_path(arch: Arch, name: &str) -> String {

@@ -65,7 +65,7 @@ pub(crate) async fn prepare(
         },
         options: Options {
             scratch_dir: scratch.to_owned(),
-            depmod: depmod(),
+            depmod: depmod_path(),
             ..Options::default()
         },
     };
@@ -121,7 +121,8 @@ pub(crate) fn initramfs_error(error: factory_initramfs::Error) -> AssembleError 
 }
 
 /// kmod's `depmod`: from `PATH`, else where distributions install it.
-fn depmod() -> PathBuf {
+/// Where `depmod` is (a bare `depmod` when nowhere: the build then reports it missing).
+pub(crate) fn depmod_path() -> PathBuf {
     let in_path = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())

@@ -11,6 +11,8 @@
 //! | `cmdline` | the profile's kernel command line (no trailing newline) | [`cmdline`] |
 //! | `initramfs` | the release initramfs with the schematic's extensions appended | [`initramfs`] |
 //! | `uki` | systemd-stub + osrel, cmdline, uname, kernel, that initramfs (no SecureBoot) | [`uki`] |
+//! | `iso` | sd-boot, hybrid or GRUB ISO with that initramfs and a UKI (no SecureBoot) | `media` |
+//! | `image` | raw/qcow2/vhd/ova disk images, compressed as asked (no SecureBoot, no overlay) | `media` |
 //!
 //! Other kinds, SecureBoot UKIs and UKIs with an overlay are refused by the request side before
 //! anything is enqueued ([`is_profile_built`]); a spec for one that reaches the builder anyway is
@@ -25,6 +27,7 @@ pub mod extensions;
 mod imager;
 pub mod initramfs;
 pub mod kernel;
+mod media;
 pub mod spec;
 pub mod uki;
 
@@ -48,17 +51,72 @@ use spec::{spec_error, Spec};
 pub fn is_built(kind: OutputKind) -> bool {
     matches!(
         kind,
-        OutputKind::Kernel | OutputKind::Cmdline | OutputKind::Initramfs | OutputKind::Uki
+        OutputKind::Kernel
+            | OutputKind::Cmdline
+            | OutputKind::Initramfs
+            | OutputKind::Uki
+            | OutputKind::Iso
+            | OutputKind::Image
     )
 }
 
-/// Whether this factory builds this profile: a built kind, except UKIs with SecureBoot (signing
-/// is not implemented yet) or with an overlay (the overlay's kernel args come from its image,
-/// which is not pulled yet).
+/// Whether this factory builds this profile: a built kind, except
+/// * UKIs, ISOs and disk images with SecureBoot (signing is not implemented yet) or with an
+///   overlay (the overlay's kernel args and installer come from its image, not pulled yet);
+/// * arm64 media booted by GRUB (the builder carries the amd64 GRUB platforms only:
+///   `i386-pc`, `x86_64-efi`; arm64 media default to systemd-boot from Talos 1.10).
 pub fn is_profile_built(profile: &Profile) -> bool {
-    is_built(profile.output.kind)
-        && !(profile.output.kind == OutputKind::Uki
-            && (profile.secureboot || profile.inputs.overlay.is_some()))
+    use factory_core::schematic::Bootloader;
+    let kind = profile.output.kind;
+    if !is_built(kind) {
+        return false;
+    }
+    let booted = matches!(kind, OutputKind::Uki | OutputKind::Iso | OutputKind::Image);
+    if booted && (profile.secureboot || profile.inputs.overlay.is_some()) {
+        return false;
+    }
+    let grub = matches!(
+        profile.effective_bootloader(),
+        Some(Bootloader::Grub | Bootloader::DualBoot)
+    );
+    !(profile.arch == Arch::Arm64 && grub)
+}
+
+/// Why [`is_profile_built`] refuses a profile of a built kind (for the 501 message).
+pub fn unbuilt_reason(profile: &Profile) -> Option<&'static str> {
+    if !is_built(profile.output.kind) || is_profile_built(profile) {
+        return None;
+    }
+    Some(if profile.secureboot {
+        "SecureBoot assets are not built by this factory yet"
+    } else if profile.inputs.overlay.is_some() {
+        "assets with an overlay are not built by this factory yet"
+    } else {
+        "arm64 media booted by GRUB are not built by this factory (use bootloader: sd-boot)"
+    })
+}
+
+/// The external tools a builder may call that this machine lacks, each as `program (package)`:
+/// the builder logs them at start (its container image must have them, see infra/README.md).
+pub fn missing_tools() -> Vec<String> {
+    use factory_disk::{grub, tools};
+    let depmod = initramfs::depmod_path();
+    let mut missing: Vec<String> = [
+        tools::MKFS_XFS,
+        tools::GRUB_MKIMAGE,
+        tools::GRUB_MKRESCUE,
+        tools::XORRISO,
+        grub::GRUB_PC_BIN,
+        grub::GRUB_EFI_AMD64_BIN,
+    ]
+    .into_iter()
+    .filter(|t| tools::find(*t).is_err())
+    .map(|t| format!("{} ({})", t.program, t.package))
+    .collect();
+    if !depmod.is_file() {
+        missing.push("depmod (kmod)".to_owned());
+    }
+    missing
 }
 
 /// The reference the imager image is resolved from: the profile's version tag.
@@ -127,6 +185,8 @@ impl Assembler for ReleaseAssembler {
             "cmdline" => OutputKind::Cmdline,
             "initramfs" => OutputKind::Initramfs,
             "uki" if !profile.secureboot && profile.inputs.overlay.is_none() => OutputKind::Uki,
+            "iso" if !profile.secureboot && profile.inputs.overlay.is_none() => OutputKind::Iso,
+            "image" if !profile.secureboot && profile.inputs.overlay.is_none() => OutputKind::Image,
             other => {
                 return Err(AssembleError::User(format!(
                     "{other} assets{} are not built by this factory yet",
@@ -138,7 +198,10 @@ impl Assembler for ReleaseAssembler {
                 )))
             }
         };
-        let file_name = object_file_name(kind, &profile.platform, arch, profile.secureboot);
+        let file_name = match kind {
+            OutputKind::Iso | OutputKind::Image => media::file_name(&spec, arch)?,
+            _ => object_file_name(kind, &profile.platform, arch, profile.secureboot),
+        };
         let mut inputs = spec.inputs.clone();
         match kind {
             OutputKind::Kernel => {
@@ -153,6 +216,7 @@ impl Assembler for ReleaseAssembler {
             }
             OutputKind::Initramfs => initramfs::assemble(&self.upstream, &spec, arch, out).await?,
             OutputKind::Uki => uki::assemble(&self.upstream, &spec, arch, out).await?,
+            OutputKind::Iso | OutputKind::Image => media::assemble(&self.upstream, &spec, arch, out).await?,
             _ => return Err(spec_error(format!("kind {kind:?}"))),
         }
         out.flush()
@@ -198,9 +262,19 @@ mod tests {
         ] {
             assert!(is_built(kind), "{kind:?}");
         }
-        assert!(!is_built(OutputKind::Iso));
-        assert!(!is_built(OutputKind::Image));
+        assert!(is_built(OutputKind::Iso));
+        assert!(is_built(OutputKind::Image));
         assert!(!is_built(OutputKind::Installer));
+        assert!(is_profile_built(&profile("metal-amd64.iso", &Schematic::default())));
+        assert!(is_profile_built(&profile("aws-amd64.raw.xz", &Schematic::default())));
+        assert!(!is_profile_built(&profile("metal-amd64-secureboot.iso", &Schematic::default())));
+        // arm64 defaults to systemd-boot; GRUB on arm64 is not built (no arm64-efi GRUB).
+        assert!(is_profile_built(&profile("metal-arm64.raw.zst", &Schematic::default())));
+        let grub = Schematic::parse(b"customization:\n  bootloader: grub\n").unwrap();
+        let arm64_grub = profile("metal-arm64.raw.zst", &grub);
+        assert!(!is_profile_built(&arm64_grub));
+        assert!(unbuilt_reason(&arm64_grub).unwrap().contains("GRUB"));
+        assert!(is_profile_built(&profile("metal-amd64.raw.zst", &grub)));
         let s = Schematic::default();
         assert!(is_profile_built(&profile("metal-amd64-uki.efi", &s)));
         assert!(!is_profile_built(&profile("metal-amd64-secureboot-uki.efi", &s)));

@@ -85,6 +85,11 @@ impl BuildInputs {
     /// The spec the builder receives (see the module documentation).
     pub fn spec(&self, profile: &Profile) -> serde_json::Value {
         let mut spec = serde_json::json!({ "profile": profile, "inputs": self.digests });
+        // The bootloader the version and schematic select (talos-imager §9.1, §10.1), decided once
+        // on the request side so that the builder does not repeat the rules.
+        if let (Some(bootloader), Some(map)) = (profile.effective_bootloader(), spec.as_object_mut()) {
+            map.insert("bootloader".to_owned(), bootloader.as_str().into());
+        }
         if let (Some(yaml), Some(map)) = (&self.schematic_yaml, spec.as_object_mut()) {
             map.insert("schematic".to_owned(), yaml.clone().into());
         }
@@ -100,6 +105,9 @@ pub(crate) struct Spec {
     /// The canonical schematic YAML, for kinds with the schematic extension.
     #[serde(default)]
     pub schematic: Option<String>,
+    /// `dual-boot`, `sd-boot` or `grub` for ISOs and disk images.
+    #[serde(default)]
+    pub bootloader: Option<String>,
 }
 
 /// The fields of the profile JSON the assemblers read.
@@ -117,8 +125,22 @@ pub(crate) struct SpecProfile {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct SpecOutput {
     pub kind: String,
+    #[serde(default)]
+    pub out_format: Option<String>,
+    #[serde(default)]
+    pub image_options: Option<SpecImageOptions>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SpecImageOptions {
+    pub disk_size: u64,
+    pub disk_format: String,
+    #[serde(default)]
+    pub disk_sector_size: u64,
 }
 
 #[derive(Debug, Deserialize)]

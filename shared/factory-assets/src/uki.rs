@@ -68,40 +68,71 @@ pub(crate) async fn assemble(
 
     write_blocking(out, move |w| {
         let _scratch = scratch;
-        let io = |what: &str, path: &Path| {
-            let what = format!("{what} {}", path.display());
-            move |e: std::io::Error| AssembleError::Retryable(format!("{what}: {e}"))
-        };
         {
-            let file = File::create(&initrd).map_err(io("creating", &initrd))?;
+            let file = File::create(&initrd).map_err(io_error("creating", &initrd))?;
             let mut file = BufWriter::new(file);
             initramfs::build(&prepared, &mut file)?;
-            file.flush().map_err(io("writing", &initrd))?;
+            file.flush().map_err(io_error("writing", &initrd))?;
         }
-        let stub = std::fs::read(&stub).map_err(io("reading", &stub))?;
-        let stub = Stub::parse(stub).map_err(uki_error)?;
-        let mut probe = Vec::with_capacity(KERNEL_VERSION_PROBE_LEN);
-        File::open(&kernel)
-            .and_then(|f| f.take(KERNEL_VERSION_PROBE_LEN as u64).read_to_end(&mut probe))
-            .map_err(io("reading", &kernel))?;
-        let uki = TalosUki {
+        build_uki(
+            &UkiFiles {
+                stub: &stub,
+                kernel: &kernel,
+                initrd: &initrd,
+            },
             osrel,
             cmdline,
-            uname: kernel_version(&probe),
-            splash: None,
-            pcrpkey: None,
-            kernel: SectionData::File(kernel),
-            initrd: SectionData::File(initrd),
             profiles,
-        };
-        let options = AssembleOptions {
-            timestamp: Some(SOURCE_DATE_EPOCH),
-        };
-        let layout = factory_uki::build(&stub, uki, &options, w).map_err(uki_error)?;
-        tracing::info!(size = layout.file_size, "built the UKI");
-        Ok(())
+            w,
+        )
     })
     .await
+}
+
+/// The files a UKI is made of, on local disk.
+pub(crate) struct UkiFiles<'a> {
+    pub stub: &'a Path,
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+}
+
+/// A `map_err` for I/O on `path` (retried: local disk trouble is not the user's).
+pub(crate) fn io_error(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> AssembleError {
+    let what = format!("{what} {}", path.display());
+    move |e: std::io::Error| AssembleError::Retryable(format!("{what}: {e}"))
+}
+
+/// Builds a UKI into `w` (blocking): also the one inside ISOs and disk images, whose command
+/// line is that of their own profile.
+pub(crate) fn build_uki(
+    files: &UkiFiles<'_>,
+    osrel: String,
+    cmdline: String,
+    profiles: Option<Vec<factory_uki::UkiProfile>>,
+    w: &mut dyn std::io::Write,
+) -> Result<(), AssembleError> {
+    let stub = std::fs::read(files.stub).map_err(io_error("reading", files.stub))?;
+    let stub = Stub::parse(stub).map_err(uki_error)?;
+    let mut probe = Vec::with_capacity(KERNEL_VERSION_PROBE_LEN);
+    File::open(files.kernel)
+        .and_then(|f| f.take(KERNEL_VERSION_PROBE_LEN as u64).read_to_end(&mut probe))
+        .map_err(io_error("reading", files.kernel))?;
+    let uki = TalosUki {
+        osrel,
+        cmdline,
+        uname: kernel_version(&probe),
+        splash: None,
+        pcrpkey: None,
+        kernel: SectionData::File(files.kernel.to_owned()),
+        initrd: SectionData::File(files.initrd.to_owned()),
+        profiles,
+    };
+    let options = AssembleOptions {
+        timestamp: Some(SOURCE_DATE_EPOCH),
+    };
+    let layout = factory_uki::build(&stub, uki, &options, w).map_err(uki_error)?;
+    tracing::info!(size = layout.file_size, "built the UKI");
+    Ok(())
 }
 
 /// Sorts a UKI failure for the pipeline (see the module documentation).

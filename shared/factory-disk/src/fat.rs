@@ -31,6 +31,7 @@ const RESERVED_SECTORS: u64 = 32;
 const NUM_FATS: u64 = 2;
 const MEDIA: u8 = 0xF8;
 const EOC: u32 = 0x0FFF_FFFF;
+const ATTR_READ_ONLY: u8 = 0x01;
 const ATTR_DIR: u8 = 0x10;
 const ATTR_ARCHIVE: u8 = 0x20;
 const ATTR_VOLUME: u8 = 0x08;
@@ -44,6 +45,37 @@ pub enum FatSource {
     /// A whole file on the local disk (streamed when the image is written; its size is read when
     /// the volume is laid out and must not change).
     File(PathBuf),
+    /// The inner content, its directory entry marked read-only (the ISO's `loader/random-seed`,
+    /// talos-imager.md §9.3: systemd-boot must not try to refresh it on read-only media).
+    ReadOnly(Box<FatSource>),
+}
+
+impl FatSource {
+    fn len(&self) -> std::io::Result<u64> {
+        match self {
+            FatSource::Bytes(b) => Ok(b.len() as u64),
+            FatSource::File(p) => Ok(std::fs::metadata(p)?.len()),
+            FatSource::ReadOnly(inner) => inner.len(),
+        }
+    }
+
+    fn source(&self) -> Source {
+        match self {
+            FatSource::Bytes(b) => Source::Bytes(b.clone()),
+            FatSource::File(p) => Source::File {
+                path: p.clone(),
+                offset: 0,
+            },
+            FatSource::ReadOnly(inner) => inner.source(),
+        }
+    }
+
+    fn attributes(&self) -> u8 {
+        match self {
+            FatSource::ReadOnly(_) => ATTR_ARCHIVE | ATTR_READ_ONLY,
+            _ => ATTR_ARCHIVE,
+        }
+    }
 }
 
 impl From<Vec<u8>> for FatSource {
@@ -380,10 +412,7 @@ impl FatVolume {
                 }
                 d = d.dirs.entry((*p).to_owned()).or_default();
             }
-            let len = match src {
-                FatSource::Bytes(b) => b.len() as u64,
-                FatSource::File(p) => std::fs::metadata(p)?.len(),
-            };
+            let len = src.len()?;
             if len > u64::from(u32::MAX) {
                 return Err(fat_err(format!("{path:?} over 4 GiB")));
             }
@@ -510,8 +539,8 @@ impl FatVolume {
                 match sub {
                     Some(s) => e.named(name, ATTR_DIR, s.cluster, 0),
                     None => {
-                        let (first, len, _) = mine[name];
-                        e.named(name, ATTR_ARCHIVE, *first, *len as u32);
+                        let (first, len, src) = mine[name];
+                        e.named(name, src.attributes(), *first, *len as u32);
                     }
                 }
             }
@@ -541,13 +570,7 @@ impl FatVolume {
                 continue;
             }
             let offset = geo.cluster_offset(*first);
-            let source = match src {
-                FatSource::Bytes(b) => Source::Bytes(b.clone()),
-                FatSource::File(p) => Source::File {
-                    path: p.clone(),
-                    offset: 0,
-                },
-            };
+            let source = src.source();
             extents.push(Extent {
                 offset,
                 len: *len,

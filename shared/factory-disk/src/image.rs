@@ -102,6 +102,36 @@ impl SparseImage {
         })
     }
 
+    /// Adds the **data regions** of `len` bytes of the sparse file at `path` starting at
+    /// `file_offset`, placed at `offset`: only ranges the file system reports as data
+    /// (`lseek` `SEEK_DATA`/`SEEK_HOLE`) become [`Source::File`] extents, holes stay gaps (zeros)
+    /// and cost nothing when the image is written. For partition images a tool wrote into a
+    /// partition-sized sparse file (the BOOT XFS). Returns the number of data bytes added.
+    ///
+    /// The file must not change afterwards (the extents are read when the image is written).
+    /// Where the OS cannot report holes, the whole range is added as one extent.
+    pub fn add_sparse_file(
+        &mut self,
+        offset: u64,
+        len: u64,
+        path: impl Into<PathBuf>,
+        file_offset: u64,
+    ) -> Result<u64> {
+        let path: PathBuf = path.into();
+        let file = File::open(&path)?;
+        let end = file_offset.checked_add(len).ok_or(Error::Extent {
+            offset,
+            len,
+            size: self.size,
+        })?;
+        let mut added = 0u64;
+        for (start, stop) in data_regions(&file, file_offset, end)? {
+            self.add_file(offset + (start - file_offset), stop - start, path.clone(), start)?;
+            added += stop - start;
+        }
+        Ok(added)
+    }
+
     /// Adds an extent; it must lie inside the image and not overlap another extent.
     pub fn add(&mut self, extent: Extent) -> Result<()> {
         let bad = || Error::Extent {
@@ -194,6 +224,52 @@ impl SparseImage {
         file.flush()?;
         Ok(())
     }
+}
+
+/// The data regions `[start, stop)` of `file` within `[from, to)` (clipped to the file size).
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "macos"
+))]
+fn data_regions(file: &File, from: u64, to: u64) -> io::Result<Vec<(u64, u64)>> {
+    use rustix::fs::{seek, SeekFrom as RSeek};
+    let to = to.min(file.metadata()?.len());
+    let mut regions = Vec::new();
+    let mut pos = from;
+    while pos < to {
+        let data = match seek(file, RSeek::Data(pos)) {
+            Ok(d) => d,
+            // no data after `pos`: the rest is a hole
+            Err(e) if e == rustix::io::Errno::NXIO => break,
+            // SEEK_DATA unsupported here: treat everything as data
+            Err(e) if e == rustix::io::Errno::INVAL => {
+                regions.push((pos, to));
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if data >= to {
+            break;
+        }
+        let hole = seek(file, RSeek::Hole(data))?.min(to);
+        regions.push((data, hole));
+        pos = hole;
+    }
+    Ok(regions)
+}
+
+/// Without `SEEK_DATA`, the whole range is data.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "macos"
+)))]
+fn data_regions(file: &File, from: u64, to: u64) -> io::Result<Vec<(u64, u64)>> {
+    let to = to.min(file.metadata()?.len());
+    Ok(if from < to { vec![(from, to)] } else { Vec::new() })
 }
 
 fn is_zero(b: &[u8]) -> bool {
@@ -301,6 +377,40 @@ mod tests {
         let f = dir.path().join("img");
         img.write_sparse_file(&mut File::create(&f)?)?;
         assert!(std::fs::read(&f)? == expect);
+        Ok(())
+    }
+
+    #[test]
+    fn sparse_file_adds_only_data_regions() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("sparse.bin");
+        let mut f = File::create(&p)?;
+        f.set_len(64 * 1024 * 1024)?;
+        f.seek(SeekFrom::Start(8 * 1024 * 1024))?;
+        f.write_all(&[5u8; 5000])?;
+        f.seek(SeekFrom::Start(40 * 1024 * 1024 + 17))?;
+        f.write_all(&[6u8; 100])?;
+        f.sync_all()?;
+        drop(f);
+
+        let mut img = SparseImage::new(100 * 1024 * 1024);
+        // the last 1 MiB of the file is left out
+        let added = img.add_sparse_file(1024 * 1024, 63 * 1024 * 1024, &p, 0)?;
+        // file systems report data in blocks: at least what was written, far less than 63 MiB
+        assert!((5100..2 * 1024 * 1024).contains(&added), "{added}");
+        let mut expect = vec![0u8; 100 * 1024 * 1024];
+        expect[9 * 1024 * 1024..9 * 1024 * 1024 + 5000].fill(5);
+        expect[41 * 1024 * 1024 + 17..41 * 1024 * 1024 + 117].fill(6);
+        let mut out = Vec::new();
+        img.write_to(&mut out)?;
+        assert!(out == expect);
+
+        // a range starting inside the file
+        let mut part = SparseImage::new(1024 * 1024);
+        part.add_sparse_file(0, 1024 * 1024, &p, 40 * 1024 * 1024)?;
+        let mut out = Vec::new();
+        part.write_to(&mut out)?;
+        assert!(out[17..117].iter().all(|&b| b == 6) && out[117..].iter().all(|&b| b == 0));
         Ok(())
     }
 }

@@ -37,11 +37,17 @@
 //! go-blockdevice (talos-imager.md §10.2 says "rounded up to the alignment"; the go-blockdevice
 //! source and its gdisk fixtures show it is not — only partition starts are rounded).
 
+pub mod assemble;
 pub mod fat;
+pub mod format;
 pub mod gpt;
+pub mod grub;
 pub mod image;
+pub mod iso;
 pub mod layout;
 pub mod meta;
+pub mod tools;
+pub mod xfs;
 
 pub use fat::{FatOptions, FatSource, FatVolume};
 pub use gpt::{guid_from_label, Gpt, Guid, Partition, PartitionSize, PartitionSpec};
@@ -65,6 +71,28 @@ pub enum Error {
     Partition { name: String, reason: String },
     #[error("META: {0}")]
     Meta(String),
+    #[error("the builder lacks the tool {program} (Debian package {package}); see infra/README.md for the builder image")]
+    ToolMissing {
+        program: &'static str,
+        package: &'static str,
+    },
+    #[error("{program} failed: {message}")]
+    ToolFailed { program: &'static str, message: String },
+}
+
+/// The release and schematic files an ISO or a disk image is made of, already on local disk
+/// (the caller pulls them from the release and builds the customised initramfs and the UKI).
+#[derive(Debug, Clone)]
+pub struct BootFiles {
+    /// The release kernel (`usr/install/<arch>/vmlinuz`): GRUB boots it (BOOT partition, ISO).
+    pub kernel: std::path::PathBuf,
+    /// The customised initramfs (the `initramfs-<arch>.xz` asset of the schematic).
+    pub initramfs: std::path::PathBuf,
+    /// The release's systemd-boot (`usr/install/<arch>/systemd-boot.efi`).
+    pub sd_boot: std::path::PathBuf,
+    /// The UKI with the asset's command line (the ESP's `EFI/Linux/Talos-<version>.efi`);
+    /// `None` for layouts and ISOs that boot only GRUB.
+    pub uki: Option<std::path::PathBuf>,
 }
 
 /// Result alias.

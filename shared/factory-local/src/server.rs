@@ -161,6 +161,16 @@ impl LocalServer {
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), LocalError> {
         let app = factory_http::app(self.state);
+        if self.builder.is_some() {
+            let missing = factory_assets::missing_tools();
+            if !missing.is_empty() {
+                tracing::warn!(
+                    ?missing,
+                    "tools for ISOs and disk images are missing (scripts/install-test-deps installs them): \
+                     builds that need them will fail"
+                );
+            }
+        }
         let worker = self
             .builder
             .map(|w| tokio::spawn(run_build_poller(w.queue, w.builder, w.source)));

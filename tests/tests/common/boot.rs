@@ -11,11 +11,13 @@
 //! it hands out and its redirects are what the guest reaches. (The test itself talks to
 //! `127.0.0.1:<port>`, mapping `10.0.2.2:<port>` there for redirects with `curl --connect-to`.)
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use factory_disk::meta::{decode_adv, ADV_LENGTH, MAGIC1};
 use factory_local::{Options, UpstreamChoice};
 use factory_pipeline::BuildStats;
 use stand_in_release::REPORT_MARKER;
@@ -66,6 +68,8 @@ pub fn boot_parts_dir() -> Option<PathBuf> {
             "kernel-release",
             "systemd-bootx64.efi",
             "linuxx64.efi.stub",
+            // Fetched since the `/init` reports META; an older directory lacks them.
+            "modules/kernel/drivers/block/virtio_blk.ko",
         ]
         .iter()
         .all(|f| d.join(f).is_file())
@@ -339,6 +343,28 @@ impl BootRun {
         );
     }
 
+    /// The META partition the `/init` found (by its GPT label `META`) on the guest's disks,
+    /// `None` when it reported `meta: (absent)` (ISO, PXE, UKI boots; disks without META).
+    /// Panics when the report has no `meta:` line, or the partition's first Talos ADV copy is
+    /// damaged (see [`MetaPartition`]).
+    pub fn meta(&self) -> Option<MetaPartition> {
+        let line = self
+            .value("meta: ")
+            .unwrap_or_else(|| panic!("no meta line in the report: {:#?}", self.report));
+        if line == "(absent)" {
+            return None;
+        }
+        let (device, head) = line
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("meta line without data: {line:?}"));
+        let head = hex::decode(head).unwrap_or_else(|e| panic!("meta: {e}: {line:?}"));
+        let tail = self
+            .value("meta-tail: ")
+            .unwrap_or_else(|| panic!("no meta-tail line in the report: {:#?}", self.report));
+        let tail = hex::decode(tail).unwrap_or_else(|e| panic!("meta-tail: {e}: {tail:?}"));
+        Some(MetaPartition::decode(device, &head, &tail))
+    }
+
     /// The kernel command line the guest got.
     pub fn cmdline(&self) -> &str {
         self.value("cmdline: ")
@@ -390,6 +416,65 @@ impl BootRun {
             2 * 2048,
             "both Intel microcode blobs, in the early archive"
         );
+    }
+}
+
+/// What the `/init` reported of a META partition: its first 4 KiB (`meta:`) and the last 36
+/// bytes of the first 256 KiB Talos ADV copy (`meta-tail:`: SHA-256 and magic2), decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaPartition {
+    /// The partition's kernel name, e.g. `vda4`.
+    pub device: String,
+    /// The values of the first ADV copy; `None` when the partition is all zero there (an image
+    /// without META values leaves it so).
+    pub values: Option<BTreeMap<u8, Vec<u8>>>,
+}
+
+impl MetaPartition {
+    /// Size of the head the report shows.
+    pub const HEAD: usize = 4096;
+    /// Size of the tail the report shows (32-byte SHA-256 + u32 magic2).
+    pub const TAIL: usize = 36;
+
+    /// Decodes the reported `head` and `tail` of `device` with `factory_disk::meta`: the report
+    /// leaves out bytes 4096..262108 of the copy, which are zero fill whenever the records end
+    /// in the head, so the whole copy is rebuilt that way and both magics and the checksum are
+    /// checked. Values that run past the head fail the checksum (and the test): keep test META
+    /// under 4 KiB.
+    pub fn decode(device: &str, head: &[u8], tail: &[u8]) -> Self {
+        assert_eq!(head.len(), Self::HEAD, "meta head of {device}");
+        assert_eq!(tail.len(), Self::TAIL, "meta-tail of {device}");
+        let values = if head.iter().chain(tail).all(|&b| b == 0) {
+            None
+        } else {
+            assert_eq!(
+                head[..4],
+                MAGIC1.to_be_bytes(),
+                "no Talos ADV magic1 at the start of {device}"
+            );
+            let mut copy = vec![0u8; ADV_LENGTH];
+            copy[..Self::HEAD].copy_from_slice(head);
+            copy[ADV_LENGTH - Self::TAIL..].copy_from_slice(tail);
+            Some(
+                decode_adv(&copy)
+                    .unwrap_or_else(|e| panic!("the first ADV copy of {device} (values past 4 KiB?): {e}")),
+            )
+        };
+        Self {
+            device: device.to_owned(),
+            values,
+        }
+    }
+
+    /// The value of `key`, if the ADV has it (`None` too when the partition is zero).
+    pub fn get(&self, key: &u8) -> Option<&Vec<u8>> {
+        self.values.as_ref()?.get(key)
+    }
+
+    /// The value of `key` as text, if the ADV has it.
+    pub fn value(&self, key: u8) -> Option<String> {
+        let value = self.values.as_ref()?.get(&key)?;
+        Some(String::from_utf8_lossy(value).into_owned())
     }
 }
 

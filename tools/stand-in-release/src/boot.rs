@@ -25,7 +25,8 @@ pub enum BootPartsSource {
     Placeholders,
 }
 
-/// The files of `.test-run/boot-parts` (written by `scripts/fetch-boot-parts`).
+/// The files of `.test-run/boot-parts` (written by `scripts/fetch-boot-parts`), besides the
+/// [`VIRTIO_BLOCK_MODULES`].
 const REQUIRED: [&str; 6] = [
     "vmlinuz",
     "kernel-release",
@@ -33,6 +34,18 @@ const REQUIRED: [&str; 6] = [
     "systemd-bootx64.efi",
     "linuxx64.efi.stub",
     "modules/modules.order",
+];
+/// The kernel modules the amd64 `/init` loads to see virtio disks (the Debian kernel has no
+/// built-in virtio drivers): virtio_blk and its dependencies in load order (`modinfo -F
+/// depends`; Debian ships no modules.dep). Paths below `modules/` of the boot parts and below
+/// `lib/modules/<kver>/` in the initramfs; the same list is in `scripts/fetch-boot-parts`.
+pub const VIRTIO_BLOCK_MODULES: [&str; 6] = [
+    "kernel/drivers/virtio/virtio_ring.ko",
+    "kernel/drivers/virtio/virtio.ko",
+    "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
+    "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
+    "kernel/drivers/virtio/virtio_pci.ko",
+    "kernel/drivers/block/virtio_blk.ko",
 ];
 /// Module lists copied into the rootfs when present.
 const MODULE_LISTS: [&str; 3] = ["modules.order", "modules.builtin", "modules.builtin.modinfo"];
@@ -44,6 +57,9 @@ pub struct ArchParts {
     pub busybox: Bytes,
     pub systemd_boot: Bytes,
     pub systemd_stub: Bytes,
+    /// `(path below lib/modules/<kver>/, contents)` of the [`VIRTIO_BLOCK_MODULES`] for the
+    /// initramfs, in load order; empty for placeholders.
+    pub modules: Vec<(String, Bytes)>,
     /// Whether this architecture's payload boots (real kernel and busybox).
     pub bootable: bool,
 }
@@ -101,6 +117,7 @@ impl BootParts {
                 busybox: placeholder::busybox().into(),
                 systemd_boot: placeholder::systemd_boot(placeholder::PE_AMD64).into(),
                 systemd_stub: placeholder::systemd_stub(placeholder::PE_AMD64).into(),
+                modules: Vec::new(),
                 bootable: false,
             },
             arm64: arm64_placeholders(kver),
@@ -132,12 +149,17 @@ impl BootParts {
                 module_lists.push((name.to_owned(), read(&format!("modules/{name}"))?));
             }
         }
+        let modules = VIRTIO_BLOCK_MODULES
+            .iter()
+            .map(|path| Ok(((*path).to_owned(), read(&format!("modules/{path}"))?)))
+            .collect::<Result<_, Error>>()?;
         Ok(Self {
             amd64: ArchParts {
                 vmlinuz: read("vmlinuz")?,
                 busybox: read("busybox")?,
                 systemd_boot: read("systemd-bootx64.efi")?,
                 systemd_stub: read("linuxx64.efi.stub")?,
+                modules,
                 bootable: true,
             },
             arm64: arm64_placeholders(&kver),
@@ -154,6 +176,7 @@ fn arm64_placeholders(kver: &str) -> ArchParts {
         busybox: placeholder::busybox().into(),
         systemd_boot: placeholder::systemd_boot(placeholder::PE_ARM64).into(),
         systemd_stub: placeholder::systemd_stub(placeholder::PE_ARM64).into(),
+        modules: Vec::new(),
         bootable: false,
     }
 }
@@ -178,10 +201,12 @@ fn placeholder_module_lists(kver: &str) -> Vec<(String, Bytes)> {
 }
 
 /// Parts missing (or empty) in `dir`.
-fn missing(dir: &Path) -> Vec<&'static str> {
+fn missing(dir: &Path) -> Vec<String> {
+    let modules = VIRTIO_BLOCK_MODULES.iter().map(|m| format!("modules/{m}"));
     REQUIRED
         .iter()
-        .copied()
+        .map(|name| (*name).to_owned())
+        .chain(modules)
         .filter(|name| fs::metadata(dir.join(name)).map(|m| m.len() == 0).unwrap_or(true))
         .collect()
 }
@@ -197,4 +222,40 @@ pub fn default_dirs() -> Vec<PathBuf> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     dirs.push(workspace.join(".test-run/boot-parts"));
     dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// scripts/fetch-boot-parts keeps its own copy of the module list (bash cannot read ours):
+    /// the same paths in the same order.
+    #[test]
+    fn fetch_boot_parts_fetches_the_virtio_block_modules_in_order() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-boot-parts");
+        let script = fs::read_to_string(&script).expect("scripts/fetch-boot-parts");
+        let listed: Vec<&str> = script
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("kernel/") && l.ends_with(".ko"))
+            .collect();
+        assert_eq!(listed, VIRTIO_BLOCK_MODULES);
+    }
+
+    #[test]
+    fn a_parts_dir_without_the_modules_is_incomplete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in REQUIRED {
+            let path = dir.path().join(name);
+            fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            fs::write(&path, "x").expect("write");
+        }
+        let missing = missing(dir.path());
+        assert_eq!(missing.len(), VIRTIO_BLOCK_MODULES.len(), "{missing:?}");
+        assert!(missing.contains(&"modules/kernel/drivers/block/virtio_blk.ko".to_owned()));
+        assert!(matches!(
+            BootParts::load(&BootPartsSource::Dir(dir.path().to_owned())),
+            Err(Error::BootParts { .. })
+        ));
+    }
 }

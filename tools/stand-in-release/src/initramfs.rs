@@ -1,7 +1,8 @@
 //! The base initramfs of a release (`usr/install/<arch>/initramfs.xz`, talos-imager §5.1): one
 //! compressed stream (zstd since 1.8, xz with CRC32 before) of a newc cpio holding `init` and
-//! `rootfs.sqsh`, plus what the stand-in `init` needs to run: `bin/busybox` and `dev/console`
-//! (without a console node the kernel starts init with no stdout).
+//! `rootfs.sqsh`, plus what the stand-in `init` needs to run: `bin/busybox`, `dev/console`
+//! (without a console node the kernel starts init with no stdout) and, with the real parts, the
+//! virtio block modules under `lib/modules/<kver>/` (to read the META partition of a virtio disk).
 
 use crate::boot::BootParts;
 use crate::oci::Arch;
@@ -35,6 +36,12 @@ pub fn build(release: &Release, arch: Arch, boot: &BootParts) -> Result<Vec<u8>,
     let mut tree = Tree::new();
     tree.exec("bin/busybox", parts.busybox.clone());
     tree.char_device("dev/console", 5, 1, 0o600);
+    for (path, data) in &parts.modules {
+        tree.file(
+            &format!("lib/modules/{}/{path}", boot.kernel_release),
+            data.clone(),
+        );
+    }
     tree.exec("init", init_script::script(release, arch));
     tree.file(
         "rootfs.sqsh",

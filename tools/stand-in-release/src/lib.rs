@@ -46,6 +46,8 @@
 //! `busybox-static`, `systemd-boot-efi`), the **amd64** payload is real: the Debian `vmlinuz`,
 //! the real `systemd-bootx64.efi` and `linuxx64.efi.stub`, and an initramfs whose `/init` is a
 //! busybox script ([`init_script`]) that prints a marked report and powers off — it boots in QEMU.
+//! That initramfs also holds the kernel's virtio block modules ([`boot::VIRTIO_BLOCK_MODULES`]),
+//! so that the report can include the META partition of a virtio boot disk.
 //! The **arm64** payload is always placeholders, and so is amd64 without the parts: a 4 KiB
 //! "bzImage" with a real setup header and version string, a minimal valid PE32+ for sd-boot and
 //! sd-stub (with `.sbat`), and a shell-script busybox — the same layout, not bootable. Always

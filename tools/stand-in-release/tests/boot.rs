@@ -89,6 +89,8 @@ fn boot(tag: &str) {
             .any(|l| l.starts_with(&format!("{REPORT_MARKER} sqsh: rootfs.sqsh "))),
         "{report:#?}"
     );
+    // No disk attached: the virtio modules load, nothing waits, no META partition.
+    assert!(has("meta: (absent)"), "{report:#?}");
     assert!(has("END"), "no report END; {}", context());
     assert!(
         output.status.success(),

@@ -22,7 +22,9 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use factory_assets::{imager_reference, is_profile_built, resolve_official_extensions, BuildInputs};
+use factory_assets::{
+    imager_reference, is_profile_built, resolve_official_extensions, unbuilt_reason, BuildInputs,
+};
 use factory_core::profile::{
     content_type, download_file_name, enhance, parse_path, EnhanceError, ASSET_FORMAT_VERSION,
 };
@@ -108,9 +110,10 @@ async fn image(
         .map_err(enhance_error)?
     };
     if !is_profile_built(&profile) {
-        return Err(ApiError::NotImplemented(format!(
-            "{path} is not built by this factory yet"
-        )));
+        return Err(ApiError::NotImplemented(match unbuilt_reason(&profile) {
+            Some(reason) => format!("{path}: {reason}"),
+            None => format!("{path} is not built by this factory yet"),
+        }));
     }
     let asked_name = filename_query(query);
     let file_name =

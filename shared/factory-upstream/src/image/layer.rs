@@ -111,7 +111,8 @@ type Source = BufReader<BlobReader>;
 /// The decompressor, kept concrete so the blob can be drained after the tar end marker.
 enum Decoder {
     Plain(Source),
-    Gzip(flate2::bufread::MultiGzDecoder<Source>),
+    // Boxed: the gzip state is several times the size of the others.
+    Gzip(Box<flate2::bufread::MultiGzDecoder<Source>>),
     Zstd(zstd::stream::read::Decoder<'static, Source>),
 }
 
@@ -206,7 +207,7 @@ pub fn for_each_entry(
     let err = |e: io::Error| ctx.read_error(&layer.digest, e);
     let decoder = match compression {
         Compression::None => Decoder::Plain(source),
-        Compression::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(source)),
+        Compression::Gzip => Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(source))),
         Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(source).map_err(err)?),
     };
     let mut archive = tar::Archive::new(decoder);

@@ -1,0 +1,164 @@
+//! Heavy, the acceptance of issue 6 through the factory: boot media downloaded from the image
+//! route, cold cache, boot the stand-in Talos release in QEMU (TCG). `image-factory-local` runs
+//! in-process on the LocalStack backend over a stand-in release made with the real boot parts
+//! (see `common::boot`, shared with `uki_boot.rs` and `pxe_boot.rs`); the media are built on the
+//! first request and downloaded with `curl -L --retry` (the 503/Retry-After protocol of big
+//! assets).
+//!
+//! * `metal-amd64.iso` (Talos 1.12 amd64 default: the hybrid ISO): El Torito read by
+//!   `xorriso -report_el_torito`; booted from the CD-ROM under SeaBIOS (GRUB, `grub.cfg`'s
+//!   command line) and under OVMF (systemd-boot, the UKI's `.cmdline`); both are the ISO
+//!   command line: the schematic's args, `talos.halt_if_installed=1` and META as
+//!   `talos.environment`.
+//! * `metal-amd64.raw.zst` (dual-boot layout): `zstd -t`, decompressed sparse, GPT read by
+//!   `sgdisk -v`; booted from a virtio disk under SeaBIOS (GRUB from the XFS BOOT partition):
+//!   the command line has no META (disk images carry it in the META partition), and the init
+//!   finds the schematic's META value and the dual-boot marker (key 0x11) in the partition
+//!   labelled META.
+//!
+//! The builders themselves (every variant, every layout, sd-boot under OVMF) are proven by
+//! `iso_boot.rs` and `disk_boot.rs`; this test proves the factory serves what boots.
+//!
+//! Select with `cargo nextest run -p factory-tests --test media_boot`. Needs LocalStack, QEMU,
+//! OVMF, xorriso, zstd, gdisk and the boot parts; skipped without those unless
+//! FACTORY_REQUIRE_BOOT=1 (scripts/test).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::boot::{
+    boot_parts_dir, missing_prerequisite, qemu, skip, with_ovmf, BootRun, GuestServer, CMDLINE, META, OVMF_CODE,
+    OVMF_VARS, SCHEMATIC,
+};
+use common::stand_in::VERSION;
+
+/// The command line of an ISO of [`SCHEMATIC`]: the cmdline asset plus `talos.halt_if_installed=1`
+/// after the platform's args (talos-imager §6.2 step 3).
+fn iso_cmdline() -> String {
+    let iso = CMDLINE.replacen("console=ttyS0 ", "console=ttyS0 talos.halt_if_installed=1 ", 1);
+    assert_ne!(iso, CMDLINE);
+    iso
+}
+
+/// The command line of a disk image of [`SCHEMATIC`]: no `talos.environment` (META is in the
+/// META partition).
+fn disk_cmdline() -> String {
+    CMDLINE
+        .split(' ')
+        .filter(|arg| !arg.starts_with("talos.environment="))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{program} {args:?}: {text}");
+    text
+}
+
+fn prerequisites(what: &str) -> bool {
+    let missing = missing_prerequisite(
+        &[(OVMF_CODE, "ovmf"), (OVMF_VARS, "ovmf")],
+        &[("xorriso", "xorriso"), ("zstd", "zstd"), ("sgdisk", "gdisk")],
+    );
+    !skip(what, missing)
+}
+
+#[test]
+fn hybrid_iso_from_the_image_route_boots_under_seabios_and_ovmf() {
+    if !prerequisites("ISO boots") {
+        return;
+    }
+    let server = GuestServer::start(boot_parts_dir().expect("checked above"), "iso-media-boot");
+    let id = server.post_schematic(SCHEMATIC);
+    let iso = server.download(&format!("/image/{id}/{VERSION}/metal-amd64.iso"));
+    assert_eq!(iso.status, 200, "{}", iso.text());
+    assert_eq!(iso.header("content-type"), "application/x-iso9660-image");
+    assert_eq!(server.built_at_least(1), 1, "one asset: the ISO");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metal-amd64.iso");
+    std::fs::write(&path, &iso.body).unwrap();
+
+    // Two El Torito entries: BIOS (GRUB) and UEFI (the appended ESP with systemd-boot).
+    let report = tool(
+        "xorriso",
+        &["-indev", path.to_str().unwrap(), "-report_el_torito", "plain"],
+    );
+    assert!(report.contains("BIOS"), "{report}");
+    assert!(report.contains("UEFI"), "{report}");
+
+    let expected = iso_cmdline();
+    for firmware in ["seabios", "ovmf"] {
+        let mut qemu = qemu();
+        if firmware == "ovmf" {
+            let vars = dir.path().join("ovmf");
+            std::fs::create_dir_all(&vars).unwrap();
+            with_ovmf(&mut qemu, &vars);
+        }
+        qemu.args(["-nic", "none", "-cdrom"]).arg(&path).args(["-boot", "d"]);
+        let run = BootRun::run(&mut qemu);
+        run.assert_completed(&server);
+        assert_eq!(run.cmdline(), expected, "{firmware}: {:#?}", run.report);
+        run.check_schematic_extensions(&server, &id);
+    }
+}
+
+#[test]
+fn dual_boot_raw_zst_from_the_image_route_boots_under_seabios_with_meta() {
+    if !prerequisites("disk image boot") {
+        return;
+    }
+    let server = GuestServer::start(boot_parts_dir().expect("checked above"), "disk-media-boot");
+    let id = server.post_schematic(SCHEMATIC);
+    let image = server.download(&format!("/image/{id}/{VERSION}/metal-amd64.raw.zst"));
+    assert_eq!(image.status, 200, "{}", image.text());
+    assert_eq!(image.header("content-type"), "application/zstd");
+    assert_eq!(server.built_at_least(1), 1, "one asset: the image");
+    let dir = tempfile::tempdir().unwrap();
+    let zst = dir.path().join("metal-amd64.raw.zst");
+    std::fs::write(&zst, &image.body).unwrap();
+    tool("zstd", &["-q", "-t", zst.to_str().unwrap()]);
+    let raw = dir.path().join("metal-amd64.raw");
+    tool(
+        "zstd",
+        &["-q", "-d", "--sparse", zst.to_str().unwrap(), "-o", raw.to_str().unwrap()],
+    );
+    check_gpt(&raw);
+
+    let mut qemu = qemu();
+    qemu.args(["-nic", "none", "-drive"])
+        .arg(format!("if=virtio,format=raw,file={}", raw.display()));
+    let run = BootRun::run(&mut qemu);
+    run.assert_completed(&server);
+    assert_eq!(run.cmdline(), disk_cmdline(), "{:#?}", run.report);
+    assert_eq!(run.environment(), ["(none)"], "{:#?}", run.report);
+    run.check_schematic_extensions(&server, &id);
+    let meta = run
+        .meta()
+        .expect("a META partition")
+        .values
+        .expect("META values in the partition");
+    let (key, value) = META.split_once('=').unwrap();
+    let key = u8::from_str_radix(key.trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(meta.get(&key).map(Vec::as_slice), Some(value.as_bytes()), "{meta:?}");
+    assert_eq!(meta.get(&0x11).map(Vec::as_slice), Some(&b"dual-boot"[..]), "{meta:?}");
+}
+
+/// `sgdisk -v` finds no problem and `-p` lists the dual-boot partitions in order.
+fn check_gpt(raw: &Path) {
+    let raw = raw.to_str().unwrap();
+    let verify = tool("sgdisk", &["-v", raw]);
+    assert!(verify.contains("No problems found"), "{verify}");
+    let print = tool("sgdisk", &["-p", raw]);
+    let names: Vec<&str> = print
+        .lines()
+        .skip_while(|l| !l.starts_with("Number"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert_eq!(names, ["EFI", "BIOS", "BOOT", "META"], "{print}");
+}
