@@ -155,7 +155,6 @@ fn request_errors(backend: Backend) {
             501,
             "metal-amd64-secureboot.iso: SecureBoot assets are not built by this factory yet".to_owned(),
         ),
-
     ];
     for (path, status, message) in &cases {
         let reply = curl(&url, &[], path);

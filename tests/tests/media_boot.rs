@@ -30,8 +30,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::boot::{
-    boot_parts_dir, missing_prerequisite, qemu, skip, with_ovmf, BootRun, GuestServer, CMDLINE, META, OVMF_CODE,
-    OVMF_VARS, SCHEMATIC,
+    boot_parts_dir, missing_prerequisite, qemu, skip, with_ovmf, BootRun, GuestServer, CMDLINE, META,
+    OVMF_CODE, OVMF_VARS, SCHEMATIC,
 };
 use common::stand_in::VERSION;
 
@@ -91,18 +91,37 @@ fn hybrid_iso_from_the_image_route_boots_under_seabios_and_ovmf() {
     assert!(report.contains("BIOS"), "{report}");
     assert!(report.contains("UEFI"), "{report}");
 
-    let expected = iso_cmdline();
-    for firmware in ["seabios", "ovmf"] {
+    // SeaBIOS → GRUB, which puts `BOOT_IMAGE=<path>` first. OVMF → systemd-boot → the UKI. The
+    // UKI has two boot profiles (`main`, and `reset` with `talos.experimental.wipe=system`, as the
+    // Go imager's ISO UKI); the stand-in's systemd-stub is Debian's 252, older than UKI profiles
+    // (systemd 257), and boots the last `.cmdline` section: the reset profile's. Talos's own stub
+    // boots `main` unless the reset entry is chosen. So the OVMF boot proves the reset profile's
+    // command line is exactly the ISO's plus the wipe argument.
+    let expected = [
+        ("seabios", format!("BOOT_IMAGE=/boot/vmlinuz {}", iso_cmdline())),
+        (
+            "ovmf",
+            format!("{} talos.experimental.wipe=system", iso_cmdline()),
+        ),
+    ];
+    for (firmware, expected) in expected {
         let mut qemu = qemu();
         if firmware == "ovmf" {
             let vars = dir.path().join("ovmf");
             std::fs::create_dir_all(&vars).unwrap();
             with_ovmf(&mut qemu, &vars);
         }
-        qemu.args(["-nic", "none", "-cdrom"]).arg(&path).args(["-boot", "d"]);
+        qemu.args(["-nic", "none", "-cdrom"])
+            .arg(&path)
+            .args(["-boot", "d"]);
         let run = BootRun::run(&mut qemu);
         run.assert_completed(&server);
         assert_eq!(run.cmdline(), expected, "{firmware}: {:#?}", run.report);
+        assert_eq!(
+            run.meta().map(|m| m.device),
+            None,
+            "no META partition on a CD-ROM"
+        );
         run.check_schematic_extensions(&server, &id);
     }
 }
@@ -125,7 +144,14 @@ fn dual_boot_raw_zst_from_the_image_route_boots_under_seabios_with_meta() {
     let raw = dir.path().join("metal-amd64.raw");
     tool(
         "zstd",
-        &["-q", "-d", "--sparse", zst.to_str().unwrap(), "-o", raw.to_str().unwrap()],
+        &[
+            "-q",
+            "-d",
+            "--sparse",
+            zst.to_str().unwrap(),
+            "-o",
+            raw.to_str().unwrap(),
+        ],
     );
     check_gpt(&raw);
 
@@ -134,7 +160,13 @@ fn dual_boot_raw_zst_from_the_image_route_boots_under_seabios_with_meta() {
         .arg(format!("if=virtio,format=raw,file={}", raw.display()));
     let run = BootRun::run(&mut qemu);
     run.assert_completed(&server);
-    assert_eq!(run.cmdline(), disk_cmdline(), "{:#?}", run.report);
+    // GRUB's `linux` command puts `BOOT_IMAGE=<path>` first.
+    assert_eq!(
+        run.cmdline(),
+        format!("BOOT_IMAGE=/A/vmlinuz {}", disk_cmdline()),
+        "{:#?}",
+        run.report
+    );
     assert_eq!(run.environment(), ["(none)"], "{:#?}", run.report);
     run.check_schematic_extensions(&server, &id);
     let meta = run
@@ -144,8 +176,16 @@ fn dual_boot_raw_zst_from_the_image_route_boots_under_seabios_with_meta() {
         .expect("META values in the partition");
     let (key, value) = META.split_once('=').unwrap();
     let key = u8::from_str_radix(key.trim_start_matches("0x"), 16).unwrap();
-    assert_eq!(meta.get(&key).map(Vec::as_slice), Some(value.as_bytes()), "{meta:?}");
-    assert_eq!(meta.get(&0x11).map(Vec::as_slice), Some(&b"dual-boot"[..]), "{meta:?}");
+    assert_eq!(
+        meta.get(&key).map(Vec::as_slice),
+        Some(value.as_bytes()),
+        "{meta:?}"
+    );
+    assert_eq!(
+        meta.get(&0x11).map(Vec::as_slice),
+        Some(&b"dual-boot"[..]),
+        "{meta:?}"
+    );
 }
 
 /// `sgdisk -v` finds no problem and `-p` lists the dual-boot partitions in order.

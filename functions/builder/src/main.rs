@@ -55,7 +55,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // A builder image without a tool still builds what does not need it; say so once, loudly.
     let missing = factory_assets::missing_tools();
     if !missing.is_empty() {
-        tracing::error!(?missing, "the builder image lacks tools: builds that need them will fail");
+        tracing::error!(
+            ?missing,
+            "the builder image lacks tools: builds that need them will fail"
+        );
     }
 
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {

@@ -265,11 +265,23 @@ mod tests {
         assert!(is_built(OutputKind::Iso));
         assert!(is_built(OutputKind::Image));
         assert!(!is_built(OutputKind::Installer));
-        assert!(is_profile_built(&profile("metal-amd64.iso", &Schematic::default())));
-        assert!(is_profile_built(&profile("aws-amd64.raw.xz", &Schematic::default())));
-        assert!(!is_profile_built(&profile("metal-amd64-secureboot.iso", &Schematic::default())));
+        assert!(is_profile_built(&profile(
+            "metal-amd64.iso",
+            &Schematic::default()
+        )));
+        assert!(is_profile_built(&profile(
+            "aws-amd64.raw.xz",
+            &Schematic::default()
+        )));
+        assert!(!is_profile_built(&profile(
+            "metal-amd64-secureboot.iso",
+            &Schematic::default()
+        )));
         // arm64 defaults to systemd-boot; GRUB on arm64 is not built (no arm64-efi GRUB).
-        assert!(is_profile_built(&profile("metal-arm64.raw.zst", &Schematic::default())));
+        assert!(is_profile_built(&profile(
+            "metal-arm64.raw.zst",
+            &Schematic::default()
+        )));
         let grub = Schematic::parse(b"customization:\n  bootloader: grub\n").unwrap();
         let arm64_grub = profile("metal-arm64.raw.zst", &grub);
         assert!(!is_profile_built(&arm64_grub));

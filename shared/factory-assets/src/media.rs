@@ -5,7 +5,9 @@
 //!
 //! * Command line: the profile's, with the ISO rules (`talos.halt_if_installed=1`, META as
 //!   `talos.environment`) for ISOs; disk images carry META in their META partition instead
-//!   (§7.4). GRUB's `grub.cfg` and the UKI's `.cmdline` get the same string.
+//!   (§7.4). GRUB's `grub.cfg` and the UKI's `.cmdline` get the same string; from 1.10 the UKI
+//!   also has the reset profile of its medium (§8.1: `reset` with `talos.experimental.wipe=system`
+//!   on ISOs, `reset-maintenance` on disk images), as GRUB has its reset menu entry.
 //! * Bootloader: decided by the request side ([`Profile::effective_bootloader`], carried in the
 //!   spec): `dual-boot` → hybrid ISO / GPT with ESP + BIOS + BOOT; `sd-boot` → UEFI-only;
 //!   `grub` → GRUB ISO / GRUB layout. The UKI is built only when systemd-boot boots it.
@@ -30,15 +32,15 @@ use factory_disk::format::{Compression, Container};
 use factory_disk::iso::{IsoSpec, IsoVariant};
 use factory_disk::BootFiles;
 use factory_pipeline::AssembleError;
-use factory_uki::os_release;
+use factory_uki::{os_release, UkiProfile};
 use factory_upstream::Upstream;
 use tokio::io::AsyncWrite;
 
 use crate::blocking::write_blocking;
+use crate::imager;
 use crate::initramfs;
 use crate::spec::{spec_error, Spec};
 use crate::uki::{build_uki, io_error, UkiFiles};
-use crate::imager;
 
 /// What the spec asks for, checked before anything is pulled.
 #[derive(Debug, Clone)]
@@ -91,7 +93,11 @@ impl Medium {
                 let sector_size = match options.disk_sector_size {
                     0 | 512 => 512,
                     4096 => 4096,
-                    other => return Err(AssembleError::User(format!("disk sector size {other} (512 or 4096)"))),
+                    other => {
+                        return Err(AssembleError::User(format!(
+                            "disk sector size {other} (512 or 4096)"
+                        )))
+                    }
                 };
                 Ok(Medium::Disk {
                     bootloader: factory_disk::Bootloader::parse(bootloader)
@@ -126,7 +132,12 @@ pub(crate) async fn assemble(
     let version = profile.version.to_string();
     let cmdline = crate::cmdline::cmdline(spec)?;
     let osrel = os_release(&profile.name, &version);
-    let profiles = (profile.version.core() >= TalosVersion::new(1, 10, 0)).then(Vec::new);
+    // From 1.10 the UKI has a second boot profile (talos-imager §8.1): ISOs wipe the system disk,
+    // disk images reset to maintenance mode.
+    let profiles = (profile.version.core() >= TalosVersion::new(1, 10, 0)).then(|| match medium {
+        Medium::Iso(_) => vec![UkiProfile::reset_iso(&cmdline)],
+        Medium::Disk { .. } => vec![UkiProfile::reset_maintenance(&cmdline)],
+    });
     let meta: Vec<(u8, Vec<u8>)> = spec
         .profile
         .customization
