@@ -26,13 +26,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::boot::{
     boot_parts_dir, missing_prerequisite, qemu, skip, with_ovmf, BootRun, GuestServer, CMDLINE, META,
     OVMF_CODE, OVMF_VARS, SCHEMATIC,
 };
+use common::disk::{gpt_names, tool, unzstd};
 use common::stand_in::VERSION;
 
 /// The command line of an ISO of [`SCHEMATIC`]: the cmdline asset plus `talos.halt_if_installed=1`
@@ -51,13 +49,6 @@ fn disk_cmdline() -> String {
         .filter(|arg| !arg.starts_with("talos.environment="))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn tool(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{program} {args:?}: {text}");
-    text
 }
 
 fn prerequisites(what: &str) -> bool {
@@ -87,6 +78,7 @@ fn hybrid_iso_from_the_image_route_boots_under_seabios_and_ovmf() {
     let report = tool(
         "xorriso",
         &["-indev", path.to_str().unwrap(), "-report_el_torito", "plain"],
+        "xorriso",
     );
     assert!(report.contains("BIOS"), "{report}");
     assert!(report.contains("UEFI"), "{report}");
@@ -140,20 +132,8 @@ fn dual_boot_raw_zst_from_the_image_route_boots_under_seabios_with_meta() {
     let dir = tempfile::tempdir().unwrap();
     let zst = dir.path().join("metal-amd64.raw.zst");
     std::fs::write(&zst, &image.body).unwrap();
-    tool("zstd", &["-q", "-t", zst.to_str().unwrap()]);
-    let raw = dir.path().join("metal-amd64.raw");
-    tool(
-        "zstd",
-        &[
-            "-q",
-            "-d",
-            "--sparse",
-            zst.to_str().unwrap(),
-            "-o",
-            raw.to_str().unwrap(),
-        ],
-    );
-    check_gpt(&raw);
+    let raw = unzstd(&zst);
+    assert_eq!(gpt_names(&raw), ["EFI", "BIOS", "BOOT", "META"]);
 
     let mut qemu = qemu();
     qemu.args(["-nic", "none", "-drive"])
@@ -186,19 +166,4 @@ fn dual_boot_raw_zst_from_the_image_route_boots_under_seabios_with_meta() {
         Some(&b"dual-boot"[..]),
         "{meta:?}"
     );
-}
-
-/// `sgdisk -v` finds no problem and `-p` lists the dual-boot partitions in order.
-fn check_gpt(raw: &Path) {
-    let raw = raw.to_str().unwrap();
-    let verify = tool("sgdisk", &["-v", raw]);
-    assert!(verify.contains("No problems found"), "{verify}");
-    let print = tool("sgdisk", &["-p", raw]);
-    let names: Vec<&str> = print
-        .lines()
-        .skip_while(|l| !l.starts_with("Number"))
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().last())
-        .collect();
-    assert_eq!(names, ["EFI", "BIOS", "BOOT", "META"], "{print}");
 }

@@ -75,21 +75,11 @@ impl Medium {
                     .image_options
                     .as_ref()
                     .ok_or_else(|| spec_error("a disk image without imageOptions"))?;
-                let container = match options.disk_format.as_str() {
-                    "raw" => Container::Raw,
-                    "qcow2" => Container::Qcow2 { cluster_size: 8192 },
-                    "vhd" => Container::VhdFixed,
-                    "ova" => Container::Ova,
-                    other => return Err(spec_error(format!("disk format {other:?}"))),
-                };
-                let compression = match profile.output.out_format.as_deref().unwrap_or("raw") {
-                    "raw" => Compression::None,
-                    ".xz" => Compression::Xz,
-                    ".gz" => Compression::Gz,
-                    ".zst" => Compression::Zst,
-                    ".tar.gz" => Compression::TarGz,
-                    other => return Err(spec_error(format!("output format {other:?}"))),
-                };
+                let container = Container::from_disk_format(&options.disk_format)
+                    .ok_or_else(|| spec_error(format!("disk format {:?}", options.disk_format)))?;
+                let out_format = profile.output.out_format.as_deref().unwrap_or("raw");
+                let compression = Compression::from_suffix(out_format)
+                    .ok_or_else(|| spec_error(format!("output format {out_format:?}")))?;
                 let sector_size = match options.disk_sector_size {
                     0 | 512 => 512,
                     4096 => 4096,

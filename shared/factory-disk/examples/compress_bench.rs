@@ -26,26 +26,13 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let container = match container.as_str() {
-        "raw" => Container::Raw,
-        "qcow2" => Container::QCOW2_8K,
-        "vhd" => Container::VhdFixed,
-        "ova" => Container::Ova,
-        other => {
-            eprintln!("unknown container {other:?}");
-            return ExitCode::from(2);
-        }
+    let Some(container) = Container::from_disk_format(container) else {
+        eprintln!("unknown container {container:?}");
+        return ExitCode::from(2);
     };
-    let compression = match compression.as_str() {
-        "none" => Compression::None,
-        "xz" => Compression::Xz,
-        "gz" => Compression::Gz,
-        "zst" => Compression::Zst,
-        "tar.gz" => Compression::TarGz,
-        other => {
-            eprintln!("unknown compression {other:?}");
-            return ExitCode::from(2);
-        }
+    let Some(compression) = Compression::from_suffix(compression) else {
+        eprintln!("unknown compression {compression:?}");
+        return ExitCode::from(2);
     };
     match run(Path::new(input), container, compression, Path::new(out)) {
         Ok(()) => ExitCode::SUCCESS,

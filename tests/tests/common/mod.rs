@@ -16,6 +16,7 @@ use std::time::Duration;
 
 pub mod boot;
 pub mod curl;
+pub mod disk;
 pub mod image;
 pub mod inspect;
 pub mod local_server;

@@ -56,6 +56,33 @@ pub enum Container {
 impl Container {
     /// The factory's qcow2 (`cluster_size=8k`).
     pub const QCOW2_8K: Container = Container::Qcow2 { cluster_size: 8192 };
+
+    /// The container of a download path's disk format: `raw`, `qcow2` (8 KiB clusters), `vhd`,
+    /// `ova`.
+    pub fn from_disk_format(name: &str) -> Option<Container> {
+        match name {
+            "raw" => Some(Container::Raw),
+            "qcow2" => Some(Container::QCOW2_8K),
+            "vhd" => Some(Container::VhdFixed),
+            "ova" => Some(Container::Ova),
+            _ => None,
+        }
+    }
+}
+
+impl Compression {
+    /// The compression of an output suffix: `xz`, `gz`, `zst`, `tar.gz`, or `none` (a leading
+    /// dot is accepted: `.zst`, as profiles spell it; `raw` is Talos's name for none).
+    pub fn from_suffix(name: &str) -> Option<Compression> {
+        match name.trim_start_matches('.') {
+            "none" | "raw" | "" => Some(Compression::None),
+            "xz" => Some(Compression::Xz),
+            "gz" => Some(Compression::Gz),
+            "zst" => Some(Compression::Zst),
+            "tar.gz" => Some(Compression::TarGz),
+            _ => None,
+        }
+    }
 }
 
 /// Post-processing compression of the written container (talos-imager.md §10.6).
