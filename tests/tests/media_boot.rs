@@ -16,8 +16,13 @@
 //!   finds the schematic's META value and the dual-boot marker (key 0x11) in the partition
 //!   labelled META.
 //!
-//! The builders themselves (every variant, every layout, sd-boot under OVMF) are proven by
-//! `iso_boot.rs` and `disk_boot.rs`; this test proves the factory serves what boots.
+//! * with `bootloader: sd-boot`: the UEFI-only ISO (one El Torito entry) and the sd-boot disk
+//!   layout (ESP + META), both booted under OVMF (systemd-boot → the UKI), META found in the
+//!   partition, no dual-boot marker.
+//!
+//! The builders themselves (every variant and layout, GRUB ISOs, 4K sectors) are proven by
+//! `iso_boot.rs`, `disk_boot.rs` and factory-disk's tests; this test proves the factory serves
+//! what boots.
 //!
 //! Select with `cargo nextest run -p factory-tests --test media_boot`. Needs LocalStack, QEMU,
 //! OVMF, xorriso, zstd, gdisk and the boot parts; skipped without those unless
@@ -166,4 +171,84 @@ fn dual_boot_raw_zst_from_the_image_route_boots_under_seabios_with_meta() {
         Some(&b"dual-boot"[..]),
         "{meta:?}"
     );
+}
+
+/// [`SCHEMATIC`] with `bootloader: sd-boot`: UEFI-only media.
+fn sd_boot_schematic() -> String {
+    SCHEMATIC.replacen("customization:\n", "customization:\n  bootloader: sd-boot\n", 1)
+}
+
+#[test]
+fn sd_boot_iso_and_raw_from_the_image_route_boot_under_ovmf() {
+    if !prerequisites("sd-boot media boots") {
+        return;
+    }
+    let server = GuestServer::start(boot_parts_dir().expect("checked above"), "sd-boot-media-boot");
+    let id = server.post_schematic(&sd_boot_schematic());
+    let dir = tempfile::tempdir().unwrap();
+
+    // The UEFI-only ISO: one El Torito entry, for UEFI.
+    let iso = server.download(&format!("/image/{id}/{VERSION}/metal-amd64.iso"));
+    assert_eq!(iso.status, 200, "{}", iso.text());
+    let iso_path = dir.path().join("metal-amd64.iso");
+    std::fs::write(&iso_path, &iso.body).unwrap();
+    let report = tool(
+        "xorriso",
+        &["-indev", iso_path.to_str().unwrap(), "-report_el_torito", "plain"],
+        "xorriso",
+    );
+    assert!(report.contains("UEFI") && !report.contains("BIOS"), "{report}");
+
+    // The sd-boot disk layout: ESP and META only.
+    let image = server.download(&format!("/image/{id}/{VERSION}/metal-amd64.raw.zst"));
+    assert_eq!(image.status, 200, "{}", image.text());
+    let zst = dir.path().join("metal-amd64.raw.zst");
+    std::fs::write(&zst, &image.body).unwrap();
+    let raw = unzstd(&zst);
+    assert_eq!(gpt_names(&raw), ["EFI", "META"]);
+
+    // Both boot systemd-boot → the UKI. The stand-in's Debian 252 stub boots the last `.cmdline`
+    // (the reset profile's; see the hybrid ISO test): the ISO's and the disk image's command
+    // lines plus their reset arguments.
+    let boots = [
+        (
+            "iso",
+            vec!["-cdrom".to_owned(), iso_path.display().to_string()],
+            format!("{} talos.experimental.wipe=system", iso_cmdline()),
+        ),
+        (
+            "raw",
+            vec![
+                "-drive".to_owned(),
+                format!("if=virtio,format=raw,file={}", raw.display()),
+            ],
+            format!(
+                "{} talos.experimental.wipe=system:EPHEMERAL,STATE",
+                disk_cmdline()
+            ),
+        ),
+    ];
+    for (what, args, expected) in boots {
+        let vars = dir.path().join(format!("ovmf-{what}"));
+        std::fs::create_dir_all(&vars).unwrap();
+        let mut qemu = qemu();
+        with_ovmf(&mut qemu, &vars);
+        qemu.args(["-nic", "none"]).args(&args);
+        let run = BootRun::run(&mut qemu);
+        run.assert_completed(&server);
+        assert_eq!(run.cmdline(), expected, "{what}: {:#?}", run.report);
+        run.check_schematic_extensions(&server, &id);
+        if what == "raw" {
+            let meta = run.meta().expect("a META partition").values.expect("META values");
+            assert_eq!(
+                meta.get(&0x0a).map(Vec::as_slice),
+                Some(META.split_once('=').unwrap().1.as_bytes())
+            );
+            assert_eq!(
+                meta.get(&0x11),
+                None,
+                "no dual-boot marker on an sd-boot image: {meta:?}"
+            );
+        }
+    }
 }

@@ -15,8 +15,8 @@
 //!   to the output; a disk image is never materialised: its extents (GPT, FAT ESP, XFS BOOT as a
 //!   sparse file, META) are streamed through the container and compression writers.
 //!
-//! Failures: a disk too small for the layout or META values over the ADV capacity are the user's
-//! (400); a missing tool (`mkfs.xfs`, `grub-mkimage`, `xorriso`) or a failing one is the
+//! Failures: a disk too small for the layout, a partition that cannot be made with the asked
+//! sector size, or META values over the ADV capacity are the user's (400); a missing tool (`mkfs.xfs`, `grub-mkimage`, `xorriso`) or a failing one is the
 //! deployment's: logged as an error and retried, never blamed on the user.
 //!
 //! [`Profile::effective_bootloader`]: factory_core::profile::Profile::effective_bootloader
@@ -226,7 +226,12 @@ fn write_file(
 fn disk_error(error: factory_disk::Error) -> AssembleError {
     use factory_disk::Error;
     match &error {
-        Error::DiskTooSmall(_) | Error::Meta(_) => AssembleError::User(error.to_string()),
+        // Consequences of what the schematic asks for: a layout that does not fit the disk or
+        // the sector size (the grub layout's 100 MiB ESP cannot be FAT32 with 4 KiB sectors),
+        // META over the ADV's capacity.
+        Error::DiskTooSmall(_) | Error::Meta(_) | Error::Partition { .. } | Error::SectorSize(_) => {
+            AssembleError::User(error.to_string())
+        }
         Error::Io(_) => AssembleError::Retryable(error.to_string()),
         _ => {
             tracing::error!(
