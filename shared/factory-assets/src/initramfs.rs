@@ -26,8 +26,11 @@ use crate::extensions::{extension_inputs, extract_extensions};
 use crate::imager;
 use crate::spec::Spec;
 
-/// Where kmod's `depmod` usually lives when `PATH` (e.g. a service's) lacks the sbin directories.
-const DEPMOD_FALLBACKS: [&str; 2] = ["/usr/sbin/depmod", "/sbin/depmod"];
+/// kmod's `depmod` (modules.dep for extensions with kernel modules).
+pub(crate) const DEPMOD: factory_disk::tools::Tool = factory_disk::tools::Tool {
+    program: "depmod",
+    package: "kmod",
+};
 
 /// What [`factory_initramfs::build`] needs, all on local disk.
 #[derive(Debug)]
@@ -120,22 +123,10 @@ pub(crate) fn initramfs_error(error: factory_initramfs::Error) -> AssembleError 
     }
 }
 
-/// kmod's `depmod`: from `PATH`, else where distributions install it.
-/// Where `depmod` is (a bare `depmod` when nowhere: the build then reports it missing).
+/// kmod's `depmod`, found as every builder tool is ([`factory_disk::tools::find`]: `PATH`, then
+/// the sbin directories); a bare `depmod` when nowhere, so the build reports it missing.
 pub(crate) fn depmod_path() -> PathBuf {
-    let in_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join("depmod"))
-        .find(|candidate| candidate.is_file());
-    in_path
-        .or_else(|| {
-            DEPMOD_FALLBACKS
-                .iter()
-                .map(PathBuf::from)
-                .find(|candidate| candidate.is_file())
-        })
-        .unwrap_or_else(|| PathBuf::from("depmod"))
+    factory_disk::tools::find(DEPMOD).unwrap_or_else(|_| PathBuf::from(DEPMOD.program))
 }
 
 #[cfg(test)]

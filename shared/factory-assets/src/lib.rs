@@ -100,23 +100,19 @@ pub fn unbuilt_reason(profile: &Profile) -> Option<&'static str> {
 /// the builder logs them at start (its container image must have them, see infra/README.md).
 pub fn missing_tools() -> Vec<String> {
     use factory_disk::{grub, tools};
-    let depmod = initramfs::depmod_path();
-    let mut missing: Vec<String> = [
+    [
         tools::MKFS_XFS,
         tools::GRUB_MKIMAGE,
         tools::GRUB_MKRESCUE,
         tools::XORRISO,
         grub::GRUB_PC_BIN,
         grub::GRUB_EFI_AMD64_BIN,
+        initramfs::DEPMOD,
     ]
     .into_iter()
     .filter(|t| tools::find(*t).is_err())
     .map(|t| format!("{} ({})", t.program, t.package))
-    .collect();
-    if !depmod.is_file() {
-        missing.push("depmod (kmod)".to_owned());
-    }
-    missing
+    .collect()
 }
 
 /// The reference the imager image is resolved from: the profile's version tag.

@@ -22,8 +22,6 @@
 //! [`Profile::effective_bootloader`]: factory_core::profile::Profile::effective_bootloader
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::Path;
 
 use factory_core::arch::Arch;
 use factory_core::version::TalosVersion;
@@ -40,7 +38,7 @@ use crate::blocking::write_blocking;
 use crate::imager;
 use crate::initramfs;
 use crate::spec::{spec_error, Spec};
-use crate::uki::{build_uki, io_error, UkiFiles};
+use crate::uki::{build_uki, io_error, write_file, UkiFiles};
 
 /// What the spec asks for, checked before anything is pulled.
 #[derive(Debug, Clone)]
@@ -209,17 +207,6 @@ pub(crate) async fn assemble(
         Ok(())
     })
     .await
-}
-
-/// Writes a scratch file through `build`, flushed.
-fn write_file(
-    path: &Path,
-    build: impl FnOnce(&mut dyn Write) -> Result<(), AssembleError>,
-) -> Result<(), AssembleError> {
-    let file = File::create(path).map_err(io_error("creating", path))?;
-    let mut file = BufWriter::new(file);
-    build(&mut file)?;
-    file.flush().map_err(io_error("writing", path))
 }
 
 /// Sorts a disk/ISO failure for the pipeline (see the module documentation).

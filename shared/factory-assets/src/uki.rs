@@ -68,12 +68,7 @@ pub(crate) async fn assemble(
 
     write_blocking(out, move |w| {
         let _scratch = scratch;
-        {
-            let file = File::create(&initrd).map_err(io_error("creating", &initrd))?;
-            let mut file = BufWriter::new(file);
-            initramfs::build(&prepared, &mut file)?;
-            file.flush().map_err(io_error("writing", &initrd))?;
-        }
+        write_file(&initrd, |f| initramfs::build(&prepared, f))?;
         build_uki(
             &UkiFiles {
                 stub: &stub,
@@ -100,6 +95,17 @@ pub(crate) struct UkiFiles<'a> {
 pub(crate) fn io_error(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> AssembleError {
     let what = format!("{what} {}", path.display());
     move |e: std::io::Error| AssembleError::Retryable(format!("{what}: {e}"))
+}
+
+/// Writes a scratch file through `build`, flushed (blocking).
+pub(crate) fn write_file(
+    path: &Path,
+    build: impl FnOnce(&mut dyn Write) -> Result<(), AssembleError>,
+) -> Result<(), AssembleError> {
+    let file = File::create(path).map_err(io_error("creating", path))?;
+    let mut file = BufWriter::new(file);
+    build(&mut file)?;
+    file.flush().map_err(io_error("writing", path))
 }
 
 /// Builds a UKI into `w` (blocking): also the one inside ISOs and disk images, whose command
