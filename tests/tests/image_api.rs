@@ -146,9 +146,9 @@ fn request_errors(backend: Backend) {
             "invalid version \"v1.x\"".to_owned(),
         ),
         (
-            format!("/image/{empty}/{VERSION}/installer-amd64.tar"),
+            format!("/image/{empty}/{VERSION}/installer-amd64-secureboot.tar"),
             501,
-            "installer-amd64.tar is not built by this factory yet".to_owned(),
+            "installer-amd64-secureboot.tar: SecureBoot assets are not built by this factory yet".to_owned(),
         ),
         (
             format!("/image/{empty}/{VERSION}/metal-amd64-secureboot.iso.sha256"),

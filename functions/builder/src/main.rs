@@ -14,7 +14,8 @@
 //! than failing invocations later):
 //!
 //! * `FACTORY_SIGNING_KEY_PEM` (required): the factory's **private** signing key (PKCS#8 or SEC1
-//!   PEM; line breaks may be written as `\n`), which signs the index records.
+//!   PEM; line breaks may be written as `\n`), which signs the index records and the cosign
+//!   signatures of published installer images.
 //! * `FACTORY_BUILD_LEASE_SECONDS` (default 300, 10 to 3600): the build claim's lease, renewed
 //!   every third of it while building; a dead builder's claim is taken over after at most this.
 //! * `FACTORY_FAILURE_TTL_SECONDS` (default 600, 1 to 604800): how long a user-caused failure
@@ -35,10 +36,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use factory_assets::ReleaseAssembler;
 use factory_aws::SqsQueue;
 use factory_lambda::init_tracing;
 use factory_pipeline::{handle_sqs_event_with_retries, Builder};
+use factory_registry::FactoryAssembler;
 use factory_store::BuildQueue;
 use lambda_runtime::{service_fn, LambdaEvent};
 
@@ -51,7 +52,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let sdk = factory_aws::aws_config_from_env().await;
     let store = Arc::new(factory_lambda::s3_store(&sdk)?);
     let retries = factory_lambda::retry_queue_from_env(&sdk)?;
-    let builder = Builder::new(store, key, Arc::new(ReleaseAssembler::new(upstream)), config)?;
+    // Release assets, and registry jobs: installer images published as OCI blobs, an index and
+    // its cosign signature (signed with the same key).
+    let assembler = FactoryAssembler::new(upstream, Arc::clone(&store) as _, Arc::clone(&key));
+    let builder = Builder::new(store, key, Arc::new(assembler), config)?;
     // A builder image without a tool still builds what does not need it; say so once, loudly.
     let missing = factory_assets::missing_tools();
     if !missing.is_empty() {

@@ -13,10 +13,11 @@
 //! | `uki` | systemd-stub + osrel, cmdline, uname, kernel, that initramfs (no SecureBoot) | [`uki`] |
 //! | `iso` | sd-boot, hybrid or GRUB ISO with that initramfs and a UKI (no SecureBoot) | `media` |
 //! | `image` | raw/qcow2/vhd/ova disk images, compressed as asked (no SecureBoot, no overlay) | `media` |
+//! | `installer` | the base installer + an artifacts layer (UKI + sd-boot, or kernel + initramfs), as a `docker save`/OCI layout tarball (no SecureBoot, no overlay) | [`installer`] |
 //!
-//! Other kinds, SecureBoot UKIs and UKIs with an overlay are refused by the request side before
-//! anything is enqueued ([`is_profile_built`]); a spec for one that reaches the builder anyway is
-//! a user error.
+//! Other kinds, SecureBoot UKIs, media and installers, and those with an overlay are refused by
+//! the request side before anything is enqueued ([`is_profile_built`]); a spec for one that
+//! reaches the builder anyway is a user error.
 //!
 //! Every output depends only on the spec: fixed timestamps, owners and orders (the initramfs and
 //! UKI crates are deterministic), so a rebuild of a cache key gives the same bytes.
@@ -26,6 +27,7 @@ pub mod cmdline;
 pub mod extensions;
 mod imager;
 pub mod initramfs;
+pub mod installer;
 pub mod kernel;
 mod media;
 pub mod spec;
@@ -43,9 +45,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 pub use extensions::{
     extension_input, resolve_official_extensions, ResolvedExtension, EXTENSION_INPUT_PREFIX,
 };
-pub use spec::{BuildInputs, IMAGER_INPUT, SCHEMATIC_AUTHOR_INPUT};
+pub use spec::{BuildInputs, BASE_INSTALLER_INPUT, IMAGER_INPUT, SCHEMATIC_AUTHOR_INPUT};
 
-use spec::{spec_error, Spec};
+use spec::Spec;
 
 /// Whether this factory builds assets of this kind.
 pub fn is_built(kind: OutputKind) -> bool {
@@ -57,12 +59,14 @@ pub fn is_built(kind: OutputKind) -> bool {
             | OutputKind::Uki
             | OutputKind::Iso
             | OutputKind::Image
+            | OutputKind::Installer
     )
 }
 
 /// Whether this factory builds this profile: a built kind, except
-/// * UKIs, ISOs and disk images with SecureBoot (signing is not implemented yet) or with an
-///   overlay (the overlay's kernel args and installer come from its image, not pulled yet);
+/// * UKIs, ISOs, disk images and installers with SecureBoot (signing is not implemented yet) or
+///   with an overlay (the overlay's kernel args and installer come from its image, not pulled
+///   yet);
 /// * arm64 media booted by GRUB (the builder carries the amd64 GRUB platforms only:
 ///   `i386-pc`, `x86_64-efi`; arm64 media default to systemd-boot from Talos 1.10).
 pub fn is_profile_built(profile: &Profile) -> bool {
@@ -71,7 +75,10 @@ pub fn is_profile_built(profile: &Profile) -> bool {
     if !is_built(kind) {
         return false;
     }
-    let booted = matches!(kind, OutputKind::Uki | OutputKind::Iso | OutputKind::Image);
+    let booted = matches!(
+        kind,
+        OutputKind::Uki | OutputKind::Iso | OutputKind::Image | OutputKind::Installer
+    );
     if booted && (profile.secureboot || profile.inputs.overlay.is_some()) {
         return false;
     }
@@ -120,15 +127,35 @@ pub fn imager_reference(profile: &Profile) -> String {
     profile.version.to_string()
 }
 
+/// The upstream repository of a profile's base installer (`None` for non-installer profiles),
+/// from `components` (`upstream.config().components`): `installer_base` for
+/// [`BaseInstaller::InstallerBase`](factory_core::profile::BaseInstaller::InstallerBase),
+/// `installer` otherwise.
+pub fn base_installer_repository<'a>(
+    profile: &Profile,
+    components: &'a factory_upstream::Components,
+) -> Option<&'a str> {
+    use factory_core::profile::BaseInstaller;
+    if profile.output.kind != OutputKind::Installer {
+        return None;
+    }
+    match profile.inputs.base_installer? {
+        BaseInstaller::InstallerBase => Some(&components.installer_base),
+        BaseInstaller::Installer => Some(&components.installer),
+    }
+}
+
 /// The canonical file name of a profile's object (the path that names it, before `?filename=`):
 /// `kernel-<arch>`, `cmdline-<platform>-<arch>[-secureboot]`, `initramfs-<arch>.xz`,
-/// `<platform>-<arch>[-secureboot]-uki.efi`.
+/// `<platform>-<arch>[-secureboot]-uki.efi`, `<platform>-installer-<arch>[-secureboot].tar`
+/// (also for the legacy `installer-<arch>.tar` path, platform `metal`).
 pub fn object_file_name(kind: OutputKind, platform: &str, arch: Arch, secureboot: bool) -> String {
     let suffix = if secureboot { "-secureboot" } else { "" };
     match kind {
         OutputKind::Kernel => format!("kernel-{arch}"),
         OutputKind::Initramfs => format!("initramfs-{arch}.xz"),
         OutputKind::Uki => format!("{platform}-{arch}{suffix}-uki.efi"),
+        OutputKind::Installer => format!("{platform}-installer-{arch}{suffix}.tar"),
         _ => format!("{}-{platform}-{arch}{suffix}", kind.as_str()),
     }
 }
@@ -154,7 +181,8 @@ pub(crate) fn upstream_error(error: UpstreamError) -> AssembleError {
     }
 }
 
-/// Assembles the assets of the Talos release: kernel, cmdline, initramfs and UKI.
+/// Assembles the assets of the Talos release: kernel, cmdline, initramfs, UKI, boot media and
+/// installers.
 #[derive(Debug, Clone)]
 pub struct ReleaseAssembler {
     upstream: Arc<Upstream>,
@@ -170,10 +198,10 @@ impl ReleaseAssembler {
 impl Assembler for ReleaseAssembler {
     async fn assemble(
         &self,
-        spec: &serde_json::Value,
+        spec_json: &serde_json::Value,
         out: &mut (dyn AsyncWrite + Send + Unpin),
     ) -> Result<AssembledMeta, AssembleError> {
-        let spec = Spec::parse(spec)?;
+        let spec = Spec::parse(spec_json)?;
         let profile = &spec.profile;
         let arch = spec.arch()?;
         let kind = match profile.output.kind.as_str() {
@@ -183,6 +211,7 @@ impl Assembler for ReleaseAssembler {
             "uki" if !profile.secureboot && profile.inputs.overlay.is_none() => OutputKind::Uki,
             "iso" if !profile.secureboot && profile.inputs.overlay.is_none() => OutputKind::Iso,
             "image" if !profile.secureboot && profile.inputs.overlay.is_none() => OutputKind::Image,
+            "installer" if !profile.secureboot && profile.inputs.overlay.is_none() => OutputKind::Installer,
             other => {
                 return Err(AssembleError::User(format!(
                     "{other} assets{} are not built by this factory yet",
@@ -213,7 +242,10 @@ impl Assembler for ReleaseAssembler {
             OutputKind::Initramfs => initramfs::assemble(&self.upstream, &spec, arch, out).await?,
             OutputKind::Uki => uki::assemble(&self.upstream, &spec, arch, out).await?,
             OutputKind::Iso | OutputKind::Image => media::assemble(&self.upstream, &spec, arch, out).await?,
-            _ => return Err(spec_error(format!("kind {kind:?}"))),
+            OutputKind::Installer => {
+                let image = installer::build_image(&self.upstream, spec_json).await?;
+                image.write_archive(&self.upstream, out).await?;
+            }
         }
         out.flush()
             .await
@@ -260,7 +292,18 @@ mod tests {
         }
         assert!(is_built(OutputKind::Iso));
         assert!(is_built(OutputKind::Image));
-        assert!(!is_built(OutputKind::Installer));
+        assert!(is_built(OutputKind::Installer));
+        assert!(is_profile_built(&profile(
+            "installer-amd64.tar",
+            &Schematic::default()
+        )));
+        assert!(is_profile_built(&profile(
+            "aws-installer-arm64.tar",
+            &Schematic::default()
+        )));
+        let sb = profile("metal-installer-amd64-secureboot.tar", &Schematic::default());
+        assert!(!is_profile_built(&sb));
+        assert!(unbuilt_reason(&sb).unwrap().contains("SecureBoot"));
         assert!(is_profile_built(&profile(
             "metal-amd64.iso",
             &Schematic::default()
@@ -290,6 +333,9 @@ mod tests {
         let mut overlay = Schematic::default();
         overlay.overlay.name = "rpi_generic".into();
         assert!(!is_profile_built(&profile("metal-arm64-uki.efi", &overlay)));
+        let overlay_installer = profile("installer-arm64.tar", &overlay);
+        assert!(!is_profile_built(&overlay_installer));
+        assert!(unbuilt_reason(&overlay_installer).unwrap().contains("overlay"));
         assert!(is_profile_built(&profile("initramfs-arm64.xz", &overlay)));
     }
 
@@ -325,10 +371,61 @@ mod tests {
                 true,
                 "aws-amd64-secureboot-uki.efi",
             ),
+            (
+                OutputKind::Installer,
+                "metal",
+                Arch::Amd64,
+                false,
+                "metal-installer-amd64.tar",
+            ),
+            (
+                OutputKind::Installer,
+                "aws",
+                Arch::Arm64,
+                true,
+                "aws-installer-arm64-secureboot.tar",
+            ),
         ] {
             assert_eq!(object_file_name(kind, platform, arch, secureboot), name);
             assert!(parse_path(name).is_ok(), "{name}");
         }
+    }
+
+    #[test]
+    fn installer_specs_name_their_base() {
+        let schematic = Schematic::default();
+        let components = factory_upstream::Components::default();
+        let unified = profile("metal-installer-amd64.tar", &schematic);
+        assert_eq!(
+            base_installer_repository(&unified, &components),
+            Some("siderolabs/installer-base")
+        );
+        let legacy = enhance(
+            parse_path("installer-amd64.tar").unwrap(),
+            &schematic,
+            &TalosVersion::parse("v1.9.5").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            base_installer_repository(&legacy, &components),
+            Some("siderolabs/installer")
+        );
+        assert_eq!(
+            base_installer_repository(&profile("metal-amd64-uki.efi", &schematic), &components),
+            None
+        );
+
+        let inputs = BuildInputs::new(&unified, &schematic, "sha256:00".into(), &[], "http://f.test/")
+            .with_base_installer("sha256:11".into());
+        assert_eq!(inputs.digests()[BASE_INSTALLER_INPUT], "sha256:11");
+        let spec = Spec::parse(&inputs.spec(&unified)).unwrap();
+        assert_eq!(
+            spec.profile.inputs.base_installer.as_deref(),
+            Some("installer-base")
+        );
+        assert_eq!(spec.inputs[BASE_INSTALLER_INPUT], "sha256:11");
+        // The installer carries the schematic (its initramfs has the schematic extension).
+        assert!(spec.schematic_layer().unwrap().is_some());
     }
 
     #[test]

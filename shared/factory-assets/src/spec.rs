@@ -1,12 +1,13 @@
 //! The build spec: what the request side sends ([`BuildInputs::spec`]) and what the builder reads
-//! back ([`Spec`]).
+//! back (`Spec`).
 //!
 //! ```text
 //! {"profile": <the enhanced Profile as serde JSON>,
 //!  "inputs": {"imager": "sha256:…",
-//!             "extension/<position>/<repository>": "sha256:…",              initramfs, UKI
-//!             "schematic-extension-author": "Image Factory (<external URL>)"},  initramfs, UKI
-//!  "schematic": "<canonical schematic YAML>"}                                   initramfs, UKI
+//!             "base-installer": "sha256:…",                                  installer
+//!             "extension/<position>/<repository>": "sha256:…",              initramfs, UKI, …
+//!             "schematic-extension-author": "Image Factory (<external URL>)"},  initramfs, UKI, …
+//!  "schematic": "<canonical schematic YAML>"}                                   initramfs, UKI, …
 //! ```
 //!
 //! `inputs` is exactly what the cache key covers besides the profile: the digest of every
@@ -32,6 +33,10 @@ use crate::extensions::{extension_input, ResolvedExtension};
 
 /// The input name of the imager image.
 pub const IMAGER_INPUT: &str = "imager";
+
+/// The input name of the base installer image digest (`installer` profiles only; the
+/// repository is the profile's `inputs.baseInstaller`, see [`crate::base_installer_repository`]).
+pub const BASE_INSTALLER_INPUT: &str = "base-installer";
 
 /// The input name of the schematic extension's `metadata.author`.
 pub const SCHEMATIC_AUTHOR_INPUT: &str = "schematic-extension-author";
@@ -75,6 +80,13 @@ impl BuildInputs {
             digests,
             schematic_yaml,
         }
+    }
+
+    /// Adds the base installer's exact digest (installer profiles only): the `linux/<arch>`
+    /// image of that index or manifest is what the installer is layered on.
+    pub fn with_base_installer(mut self, digest: String) -> Self {
+        self.digests.insert(BASE_INSTALLER_INPUT.to_owned(), digest);
+        self
     }
 
     /// What the cache key covers besides the profile (name → digest).
@@ -162,6 +174,9 @@ pub(crate) struct SpecMeta {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SpecInputs {
+    /// `installer-base` or `installer`, for installers.
+    #[serde(default)]
+    pub base_installer: Option<String>,
     #[serde(default)]
     pub system_extensions: Vec<String>,
     #[serde(default)]

@@ -73,6 +73,18 @@ pub enum ApiError {
     /// A server-side fault that is not the client's: 500, logged.
     #[error("{0}")]
     Internal(String),
+    /// An error of the registry (`/v2`): rendered as the OCI distribution error envelope
+    /// `{"errors":[{"code","message","detail"}]}` rather than Go's plain text, because registry
+    /// clients (docker, containerd, skopeo) show the code and message of that envelope and
+    /// nothing of a plain-text body. `cause` is the error it was made from, logged for 5xx.
+    #[error("{message}")]
+    Registry {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        retry_after_secs: Option<u64>,
+        allow: Option<&'static str>,
+    },
 }
 
 impl ApiError {
@@ -97,6 +109,7 @@ impl ApiError {
             Self::Repo(_) | Self::Store(_) | Self::Internal(_) | Self::Pipeline(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            Self::Registry { status, .. } => *status,
         }
     }
 
@@ -110,7 +123,8 @@ impl ApiError {
             Self::Upstream(_)
             | Self::CatalogDisabled(_)
             | Self::NotImplemented(_)
-            | Self::Building { .. } => self.to_string(),
+            | Self::Building { .. }
+            | Self::Registry { .. } => self.to_string(),
             _ if self.status().is_server_error() => "internal server error".to_owned(),
             _ => self.to_string(),
         }
@@ -129,9 +143,24 @@ impl From<CatalogError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() && !matches!(self, Self::Building { .. } | Self::NotImplemented(_)) {
+        if status.is_server_error()
+            && !matches!(
+                self,
+                Self::Building { .. } | Self::NotImplemented(_) | Self::Registry { .. }
+            )
+        {
             // Logged here, inside the request span (method, path, request ID), exactly once.
             tracing::error!(status = status.as_u16(), error = %chain(&self), "request failed");
+        }
+        if let Self::Registry {
+            code,
+            message,
+            retry_after_secs,
+            allow,
+            ..
+        } = &self
+        {
+            return registry_error(status, code, message, *retry_after_secs, *allow);
         }
         let retry_after = match &self {
             Self::Building { retry_after_secs, .. } => Some(*retry_after_secs),
@@ -161,6 +190,34 @@ pub fn plain_text(status: StatusCode, message: impl Into<String>) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    response
+}
+
+/// The OCI distribution error envelope (distribution-spec "Error Codes"); `detail` is always
+/// null (the message says everything).
+fn registry_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    retry_after_secs: Option<u64>,
+    allow: Option<&'static str>,
+) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "code": code, "message": message, "detail": null }]
+    });
+    let mut response = (status, body.to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    if let Some(secs) = retry_after_secs {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let Some(allow) = allow {
+        headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
     response
 }
 

@@ -28,8 +28,8 @@ pub use gojson::go_json;
 pub use layers::{with_common_layers, REQUEST_ID_HEADER};
 pub use repo::{PutResult, RepoError, SchematicRepo, SCHEMATIC_CONTENT_TYPE};
 pub use routes::{
-    assets_router, catalog_router, health_router, image_router, keys_router, pxe_router, schematics_router,
-    MAX_SCHEMATIC_BODY, READYZ_PROBE_KEY,
+    assets_router, catalog_router, health_router, image_router, keys_router, pxe_router, registry_router,
+    schematics_router, MAX_SCHEMATIC_BODY, READYZ_PROBE_KEY,
 };
 pub use state::{AppState, DEFAULT_IMAGE_WAIT_BUDGET};
 
@@ -40,6 +40,7 @@ pub fn app(state: AppState) -> Router {
         .merge(catalog_router(state.clone()))
         .merge(image_router(state.clone()))
         .merge(pxe_router(state.clone()))
+        .merge(registry_router(state.clone()))
         .merge(assets_router(state.clone()));
     with_common_layers(routes, state.config())
 }
@@ -54,6 +55,12 @@ pub fn image_app(state: AppState) -> Router {
 /// release catalog, not the build pipeline: the command line is computed, not built).
 pub fn pxe_app(state: AppState) -> Router {
     with_common_layers(pxe_router(state.clone()), state.config())
+}
+
+/// What the `registry` Lambda function serves: the read-only OCI distribution API under `/v2`
+/// (installer images built through the pipeline, blobs redirected to the CDN or presigned URLs).
+pub fn registry_app(state: AppState) -> Router {
+    with_common_layers(registry_router(state.clone()), state.config())
 }
 
 /// What the `schematics` Lambda function serves.

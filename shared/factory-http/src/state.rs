@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use factory_pipeline::Pipeline;
+use factory_registry::RegistryReader;
 use factory_store::ContentStore;
 use factory_upstream::ReleaseCatalog;
 
@@ -17,6 +18,8 @@ pub struct AppState {
     config: Arc<HttpConfig>,
     pipeline: Option<Arc<Pipeline>>,
     image_wait_budget: Duration,
+    registry: Option<Arc<RegistryReader>>,
+    registry_wait_budget: Duration,
 }
 
 /// How long an image request waits for a build before answering `503` (well under API
@@ -45,6 +48,8 @@ impl AppState {
             config: Arc::new(config),
             pipeline: None,
             image_wait_budget: DEFAULT_IMAGE_WAIT_BUDGET,
+            registry: None,
+            registry_wait_budget: DEFAULT_IMAGE_WAIT_BUDGET,
         }
     }
 
@@ -69,6 +74,32 @@ impl AppState {
 
     pub fn image_wait_budget(&self) -> Duration {
         self.image_wait_budget
+    }
+
+    /// Adds the reader of published registry content (manifests, blobs, tag records) the `/v2`
+    /// routes use; it checks tag signatures with the factory's public key.
+    pub fn with_registry_reader(mut self, reader: Arc<RegistryReader>) -> Self {
+        self.registry = Some(reader);
+        self
+    }
+
+    /// The registry reader, or the error the `/v2` routes answer without one.
+    pub fn registry_reader(&self) -> Result<&RegistryReader, ApiError> {
+        self.registry
+            .as_deref()
+            .ok_or_else(|| ApiError::Internal("no registry reader is configured for this function".into()))
+    }
+
+    /// How long a manifest request for a cold tag waits for its build before `503` (default
+    /// [`DEFAULT_IMAGE_WAIT_BUDGET`]; the local server waits longer, as pull clients do not
+    /// retry a `503` on their own).
+    pub fn with_registry_wait_budget(mut self, budget: Duration) -> Self {
+        self.registry_wait_budget = budget;
+        self
+    }
+
+    pub fn registry_wait_budget(&self) -> Duration {
+        self.registry_wait_budget
     }
 
     /// Adds the public signing key (PKIX PEM) served at `/oci/cosign/signing-key.pub`.

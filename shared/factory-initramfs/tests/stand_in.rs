@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 
 use factory_core::arch::Arch;
 use factory_core::schematic::Schematic;
@@ -15,8 +14,7 @@ use factory_core::version::TalosVersion;
 use factory_initramfs::{
     build, Base, Error, ErrorKind, ExtensionSource, Options, Request, SchematicLayer, Summary,
 };
-use factory_upstream::verify::Verification;
-use factory_upstream::{LayoutSource, Upstream, UpstreamConfig};
+use factory_upstream::Upstream;
 
 const FACTORY_URL: &str = "http://factory.test";
 
@@ -30,17 +28,12 @@ struct Release {
 
 fn release() -> Release {
     let dir = tempfile::tempdir().unwrap();
-    let options = stand_in_release::GenerateOptions {
-        out: dir.path().to_owned(),
+    stand_in_release::generate(&stand_in_release::GenerateOptions {
         boot_parts: stand_in_release::BootPartsSource::Placeholders,
-        key_pem: None,
-    };
-    stand_in_release::generate(&options).unwrap();
-    let pem = std::fs::read_to_string(dir.path().join("cosign.pub")).unwrap();
-    let upstream = Upstream::new(
-        Arc::new(LayoutSource::new(dir.path())),
-        UpstreamConfig::new(Verification::from_public_key_pem(&pem).unwrap()),
-    );
+        ..stand_in_release::GenerateOptions::new(dir.path())
+    })
+    .unwrap();
+    let upstream = Upstream::from_layout_dir(dir.path()).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

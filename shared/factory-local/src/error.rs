@@ -32,6 +32,8 @@ pub enum LocalError {
     },
     #[error("signing key: {0}")]
     Signing(#[from] factory_signing::SigningError),
+    #[error("registry: {0}")]
+    Registry(#[from] factory_registry::RegistryError),
     #[error("configuration: {0}")]
     Config(#[from] factory_http::ConfigError),
     #[error("upstream: {0}")]

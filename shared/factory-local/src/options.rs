@@ -136,6 +136,13 @@ pub struct Options {
     /// Seconds an image request waits for its build before answering 503 with `Retry-After`.
     #[arg(long, env = "FACTORY_IMAGE_WAIT_SECONDS", default_value_t = 20)]
     pub image_wait_seconds: u64,
+
+    /// Seconds a registry manifest request (`docker pull` of a cold tag) waits for its build
+    /// before answering 503 with `Retry-After`. Longer than the image route's: pull clients
+    /// (docker, containerd, podman) do not retry a 503 by themselves, and nothing in front of
+    /// the local server cuts the request short.
+    #[arg(long, env = "FACTORY_REGISTRY_WAIT_SECONDS", default_value_t = 600)]
+    pub registry_wait_seconds: u64,
 }
 
 impl Options {
@@ -159,6 +166,7 @@ impl Options {
             min_talos_version: DEFAULT_MIN_VERSION,
             broken_versions: Vec::new(),
             image_wait_seconds: 20,
+            registry_wait_seconds: 600,
         }
     }
 

@@ -3,13 +3,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use factory_assets::ReleaseAssembler;
 use factory_aws::{BuildQueueConfig, SqsQueue};
 use factory_http::{AppState, AssetLinks, HttpConfig};
 use factory_pipeline::{
     handle_sqs_event_with_retries, sqs_event_from_received, Builder, BuilderConfig, EventSource, Pipeline,
     PollConfig,
 };
+use factory_registry::{FactoryAssembler, RegistryReader};
 use factory_signing::SigningKey;
 use factory_store::fs::FsStore;
 use factory_store::memory::MemoryQueue;
@@ -80,20 +80,26 @@ impl LocalServer {
         };
         let (store, store_description) = open_store(&options, sdk.as_ref()).await?;
         let signing_key_path = options.signing_key_path();
-        let key = SigningKey::load_or_generate(&signing_key_path)?;
+        let key = Arc::new(SigningKey::load_or_generate(&signing_key_path)?);
         let (catalog, upstream_description) = crate::upstream::catalog(&options, Arc::clone(&store)).await?;
         let state = AppState::new(Arc::clone(&store), config)
             .with_signing_key_pem(key.public_key_pem())
-            .with_image_wait_budget(Duration::from_secs(options.image_wait_seconds));
+            .with_image_wait_budget(Duration::from_secs(options.image_wait_seconds))
+            .with_registry_wait_budget(Duration::from_secs(options.registry_wait_seconds));
         let mut builder = None;
         let state = match catalog {
             Ok(catalog) => {
                 // The same builder code the builder Lambda runs, fed by the build queue.
                 let (queue, source, description) = open_queue(&options, sdk.as_ref()).await?;
-                let assembler = Arc::new(ReleaseAssembler::new(Arc::clone(catalog.upstream())));
+                // Release assets and registry jobs (installer images published as OCI blobs).
+                let assembler = Arc::new(FactoryAssembler::new(
+                    Arc::clone(catalog.upstream()),
+                    Arc::clone(&store),
+                    Arc::clone(&key),
+                ));
                 let build = Builder::new(
                     Arc::clone(&store),
-                    Arc::new(key),
+                    Arc::clone(&key),
                     assembler,
                     BuilderConfig::default(),
                 )?;
@@ -105,7 +111,11 @@ impl LocalServer {
                     builder: build,
                     description,
                 });
-                state.with_catalog(catalog).with_pipeline(Arc::new(pipeline))
+                let reader = RegistryReader::from_public_key_pem(Arc::clone(&store), &key.public_key_pem())?;
+                state
+                    .with_catalog(catalog)
+                    .with_pipeline(Arc::new(pipeline))
+                    .with_registry_reader(Arc::new(reader))
             }
             Err(reason) => state.with_catalog_disabled(reason),
         };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use factory_store::ContentStore;
 use factory_upstream::catalog::DEFAULT_DISPLAY_REGISTRY;
-use factory_upstream::layout::LayoutSource;
+use factory_upstream::layout::{LayoutSource, COSIGN_KEY_FILE};
 use factory_upstream::registry::RegistrySource;
 use factory_upstream::verify::Verification;
 use factory_upstream::{CatalogConfig, OciSource, ReleaseCatalog, Upstream, UpstreamConfig};
@@ -38,7 +38,7 @@ pub(crate) async fn catalog(
             UpstreamChoice::Demo => {
                 let dir = options.stand_in_release_dir();
                 ensure_stand_in_release(&dir).await?;
-                let key = dir.join("cosign.pub");
+                let key = dir.join(COSIGN_KEY_FILE);
                 (
                     Arc::new(LayoutSource::new(&dir)),
                     DEFAULT_DISPLAY_REGISTRY.to_owned(),
@@ -93,7 +93,7 @@ fn read_key(path: &Path) -> Result<Verification, LocalError> {
 /// Generates the stand-in release into `dir` unless it is there. It is written next to `dir` and
 /// renamed into place when complete, so an interrupted first start is redone, never half used.
 async fn ensure_stand_in_release(dir: &Path) -> Result<(), LocalError> {
-    if dir.join("cosign.pub").is_file() {
+    if dir.join(COSIGN_KEY_FILE).is_file() {
         return Ok(());
     }
     let dir = dir.to_owned();

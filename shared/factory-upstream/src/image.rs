@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use factory_core::arch::Arch;
 use tokio::sync::{mpsc, oneshot};
 
@@ -19,8 +20,8 @@ pub use extract::ExtractSummary;
 pub use files::FILE_LIMIT;
 
 use crate::config::UpstreamConfig;
-use crate::digest::{content_mismatch, is_digest_reference, read_verified};
-use crate::source::{OciSource, RawManifest, UpstreamError};
+use crate::digest::{content_mismatch, is_digest_reference, read_verified, VerifyingReader};
+use crate::source::{BlobStream, OciSource, RawManifest, UpstreamError};
 use crate::verify::{verify_image, Verification};
 use layer::{CancelOnDrop, LayerCtx};
 use manifest::{is_linux, Descriptor, ImageConfig, Parsed};
@@ -114,7 +115,7 @@ impl Upstream {
         })
     }
 
-    /// Small files (catalog files, manifest.yaml) of the flattened linux/<arch> image; paths
+    /// Small files (catalog files, manifest.yaml) of the flattened `linux/<arch>` image; paths
     /// relative, no leading '/'; missing paths are absent from the map, which is keyed by the
     /// paths as given. Bounded: refuses files over 16 MiB ([`FILE_LIMIT`]). Paths are matched
     /// as the layers spell them: symlinked directories are not followed, and a requested path
@@ -157,7 +158,7 @@ impl Upstream {
         .await
     }
 
-    /// Extracts the flattened linux/<arch> filesystem (entries whose relative path `filter`
+    /// Extracts the flattened `linux/<arch>` filesystem (entries whose relative path `filter`
     /// accepts) under `dest`, streaming. Layers are applied in order with OCI whiteouts; modes
     /// are kept (not owners, times or xattrs); directories the filter rejects but that lead to
     /// accepted entries are created with mode 0755. Nothing is written outside `dest`, which
@@ -214,13 +215,63 @@ impl Upstream {
         }
     }
 
-    /// The layers of the `linux/<arch>` image: through the index (OCI or Docker list) if there
-    /// is one, else the manifest itself if its config is that platform (or says nothing).
+    /// The `linux/<arch>` image of `image` as stored: its manifest (exact bytes), its config
+    /// (exact bytes, verified against the manifest's config descriptor) and its layer
+    /// descriptors, in order. Selected as [`Upstream::extract`] selects it (through an index if
+    /// there is one); every layer has a filesystem media type. For callers that re-publish the
+    /// image's blobs (the customised installer), which read them with [`Upstream::verified_blob`].
+    pub async fn platform_image(
+        &self,
+        image: &ResolvedImage,
+        arch: Arch,
+    ) -> Result<PlatformImage, UpstreamError> {
+        let found = self.platform_manifest(image, arch).await?;
+        let config = match found.config_bytes {
+            Some(bytes) => bytes,
+            None => {
+                self.read_config(&image.repository, &found.config, &found.label)
+                    .await?
+            }
+        };
+        Ok(PlatformImage {
+            manifest: found.raw,
+            config: Bytes::from(config),
+            config_digest: found.config.digest,
+            layers: found.layers,
+        })
+    }
+
+    /// A blob of `repository`, streamed and checked against `digest` (and `size`, when given)
+    /// while it is read: a mismatch is an `io::Error` (kind `InvalidData`, carrying a
+    /// [`ContentMismatch`](crate::digest::ContentMismatch)) in place of the end of the stream,
+    /// never a clean end after wrong bytes.
+    pub async fn verified_blob(
+        &self,
+        repository: &str,
+        digest: &str,
+        size: Option<u64>,
+    ) -> Result<BlobStream, UpstreamError> {
+        let stream = self.source.blob(repository, digest).await?;
+        Ok(Box::pin(VerifyingReader::new(stream, digest, size)))
+    }
+
+    /// The layers of the `linux/<arch>` image (see `platform_manifest`).
     async fn platform_layers(
         &self,
         image: &ResolvedImage,
         arch: Arch,
     ) -> Result<Vec<Descriptor>, UpstreamError> {
+        Ok(self.platform_manifest(image, arch).await?.layers)
+    }
+
+    /// The manifest of the `linux/<arch>` image: through the index (OCI or Docker list) if there
+    /// is one, else the manifest itself if its config is that platform (or says nothing). Layers
+    /// with a media type that is not a filesystem layer are refused.
+    async fn platform_manifest(
+        &self,
+        image: &ResolvedImage,
+        arch: Arch,
+    ) -> Result<PlatformManifest, UpstreamError> {
         let mut raw = image.manifest.clone();
         let mut label = image.name();
         let mut from_index = false;
@@ -251,9 +302,13 @@ impl Upstream {
                     from_index = true;
                 }
                 Parsed::Image { config, layers } => {
-                    if !from_index {
-                        self.check_config_platform(image, &config, arch, &label).await?;
-                    }
+                    let config_bytes = if from_index {
+                        None
+                    } else {
+                        let bytes = self.read_config(&image.repository, &config, &label).await?;
+                        check_config_platform(&bytes, arch, &label)?;
+                        Some(bytes)
+                    };
                     if let Some(bad) = layers
                         .iter()
                         .find(|l| layer::compression(l.media_type.as_deref().unwrap_or_default()).is_none())
@@ -266,7 +321,13 @@ impl Upstream {
                             ),
                         });
                     }
-                    return Ok(layers);
+                    return Ok(PlatformManifest {
+                        raw,
+                        label,
+                        config,
+                        config_bytes,
+                        layers,
+                    });
                 }
             }
         }
@@ -276,17 +337,15 @@ impl Upstream {
         })
     }
 
-    /// A single-platform manifest is used for `linux/<arch>` only if its config does not say
-    /// otherwise.
-    async fn check_config_platform(
+    /// The config blob of an image manifest, verified against its descriptor.
+    async fn read_config(
         &self,
-        image: &ResolvedImage,
+        repository: &str,
         config: &Descriptor,
-        arch: Arch,
         label: &str,
-    ) -> Result<(), UpstreamError> {
-        let stream = self.source.blob(&image.repository, &config.digest).await?;
-        let bytes = read_verified(stream, &config.digest, config.size, CONFIG_LIMIT)
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let stream = self.source.blob(repository, &config.digest).await?;
+        read_verified(stream, &config.digest, config.size, CONFIG_LIMIT)
             .await
             .map_err(|e| match content_mismatch(&e) {
                 Some(m) => UpstreamError::Invalid {
@@ -297,21 +356,50 @@ impl Upstream {
                     source_name: self.source.describe(),
                     message: format!("reading the config of {label}: {e}"),
                 },
-            })?;
-        // Non-image configs (artifacts) carry no platform; the layer check decides about them.
-        let parsed: ImageConfig = serde_json::from_slice(&bytes).unwrap_or_default();
-        let os = parsed.os.unwrap_or_default();
-        let architecture = parsed.architecture.unwrap_or_default();
-        if os.is_empty() && architecture.is_empty() {
-            return Ok(());
-        }
-        if os == "linux" && architecture == arch.as_str() {
-            return Ok(());
-        }
-        Err(UpstreamError::NotFound(format!(
-            "linux/{arch} image in {label} (available platforms: {os}/{architecture})"
-        )))
+            })
     }
+}
+
+/// The `linux/<arch>` image of a resolved reference, as [`Upstream::platform_image`] returns it.
+#[derive(Debug, Clone)]
+pub struct PlatformImage {
+    /// The platform manifest: the top-level one, or the index entry for `linux/<arch>`.
+    pub manifest: RawManifest,
+    /// The exact config bytes (digest verified).
+    pub config: Bytes,
+    /// `sha256:<hex>` of [`PlatformImage::config`].
+    pub config_digest: String,
+    /// The layer descriptors, in manifest order (bottom first).
+    pub layers: Vec<Descriptor>,
+}
+
+/// What [`Upstream::platform_manifest`] found.
+struct PlatformManifest {
+    raw: RawManifest,
+    /// `repository@digest[ (linux/<arch>)]`, for messages.
+    label: String,
+    config: Descriptor,
+    /// The config, when it was read to check the platform (a manifest not chosen by an index).
+    config_bytes: Option<Vec<u8>>,
+    layers: Vec<Descriptor>,
+}
+
+/// A single-platform manifest is used for `linux/<arch>` only if its config does not say
+/// otherwise.
+fn check_config_platform(config: &[u8], arch: Arch, label: &str) -> Result<(), UpstreamError> {
+    // Non-image configs (artifacts) carry no platform; the layer check decides about them.
+    let parsed: ImageConfig = serde_json::from_slice(config).unwrap_or_default();
+    let os = parsed.os.unwrap_or_default();
+    let architecture = parsed.architecture.unwrap_or_default();
+    if os.is_empty() && architecture.is_empty() {
+        return Ok(());
+    }
+    if os == "linux" && architecture == arch.as_str() {
+        return Ok(());
+    }
+    Err(UpstreamError::NotFound(format!(
+        "linux/{arch} image in {label} (available platforms: {os}/{architecture})"
+    )))
 }
 
 /// Waits for a blocking task, re-raising its panic (a bug) rather than hiding it in an error.
@@ -323,5 +411,153 @@ async fn join<T>(task: tokio::task::JoinHandle<Result<T, UpstreamError>>) -> Res
             source_name: "blocking task".into(),
             message: e.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Panicking is how a test reports failure.
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+
+    use async_trait::async_trait;
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::digest::sha256_digest;
+    use manifest::{DOCKER_LIST, DOCKER_MANIFEST};
+
+    /// One repository in memory; `corrupt` serves other bytes for a blob than it is named for.
+    #[derive(Debug, Default)]
+    struct Memory {
+        manifests: BTreeMap<String, (String, Vec<u8>)>,
+        blobs: BTreeMap<String, Vec<u8>>,
+        corrupt: BTreeMap<String, Vec<u8>>,
+    }
+
+    impl Memory {
+        fn add_blob(&mut self, bytes: &[u8]) -> (String, usize) {
+            let digest = sha256_digest(bytes);
+            self.blobs.insert(digest.clone(), bytes.to_vec());
+            (digest, bytes.len())
+        }
+
+        fn add_manifest(&mut self, reference: &str, media_type: &str, json: &str) -> String {
+            let digest = sha256_digest(json.as_bytes());
+            for key in [reference.to_owned(), digest.clone()] {
+                self.manifests
+                    .insert(key, (media_type.to_owned(), json.as_bytes().to_vec()));
+            }
+            digest
+        }
+    }
+
+    #[async_trait]
+    impl OciSource for Memory {
+        async fn list_tags(&self, _: &str) -> Result<Vec<String>, UpstreamError> {
+            Ok(Vec::new())
+        }
+        async fn manifest(&self, _: &str, reference: &str) -> Result<RawManifest, UpstreamError> {
+            let (media_type, bytes) = self
+                .manifests
+                .get(reference)
+                .ok_or_else(|| UpstreamError::NotFound(reference.to_owned()))?;
+            Ok(RawManifest {
+                digest: sha256_digest(bytes),
+                media_type: media_type.clone(),
+                bytes: Bytes::from(bytes.clone()),
+            })
+        }
+        async fn blob(&self, _: &str, digest: &str) -> Result<BlobStream, UpstreamError> {
+            let bytes = self
+                .corrupt
+                .get(digest)
+                .or_else(|| self.blobs.get(digest))
+                .ok_or_else(|| UpstreamError::NotFound(digest.to_owned()))?;
+            Ok(Box::pin(std::io::Cursor::new(bytes.clone())))
+        }
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+    }
+
+    /// A Docker-style index with one linux/amd64 image of two layers.
+    fn fixture() -> (Memory, String, String) {
+        let mut m = Memory::default();
+        let config = br#"{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/bin/x"]},"rootfs":{"type":"layers","diff_ids":["sha256:a","sha256:b"]}}"#;
+        let (config_digest, config_size) = m.add_blob(config);
+        let (l1, s1) = m.add_blob(b"layer one");
+        let (l2, s2) = m.add_blob(b"layer two");
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{config_digest}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{l1}","size":{s1}}},{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{l2}","size":{s2}}}]}}"#
+        );
+        let manifest_digest = m.add_manifest("amd64-only", DOCKER_MANIFEST, &manifest);
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_LIST}","manifests":[{{"mediaType":"{DOCKER_MANIFEST}","digest":"{manifest_digest}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+            manifest.len()
+        );
+        m.add_manifest("v1", DOCKER_LIST, &index);
+        (m, manifest_digest, config_digest)
+    }
+
+    fn upstream(m: Memory) -> Upstream {
+        Upstream::new(Arc::new(m), UpstreamConfig::new(Verification::Disabled))
+    }
+
+    #[tokio::test]
+    async fn platform_image_through_an_index_and_direct() {
+        let (m, manifest_digest, config_digest) = fixture();
+        let config = m.blobs[&config_digest].clone();
+        let up = upstream(m);
+        for reference in ["v1", "amd64-only"] {
+            let image = up.resolve("r", reference).await.unwrap();
+            let platform = up.platform_image(&image, Arch::Amd64).await.unwrap();
+            assert_eq!(platform.manifest.digest, manifest_digest);
+            assert_eq!(platform.manifest.media_type, DOCKER_MANIFEST);
+            assert_eq!(platform.config_digest, config_digest);
+            assert_eq!(platform.config, config);
+            assert_eq!(platform.layers.len(), 2);
+            let err = up.platform_image(&image, Arch::Arm64).await.unwrap_err();
+            assert!(matches!(err, UpstreamError::NotFound(_)), "{err:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_config_is_refused() {
+        let (mut m, _, config_digest) = fixture();
+        m.corrupt.insert(config_digest, b"{}".to_vec());
+        let up = upstream(m);
+        let image = up.resolve("r", "v1").await.unwrap();
+        let err = up.platform_image(&image, Arch::Amd64).await.unwrap_err();
+        assert!(matches!(err, UpstreamError::Invalid { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn verified_blobs_fail_instead_of_ending_on_wrong_bytes() {
+        let (mut m, _, _) = fixture();
+        let (digest, size) = m.add_blob(b"layer one");
+        let up = upstream(m);
+        let mut good = Vec::new();
+        up.verified_blob("r", &digest, Some(size as u64))
+            .await
+            .unwrap()
+            .read_to_end(&mut good)
+            .await
+            .unwrap();
+        assert_eq!(good, b"layer one");
+
+        let (mut m, _, _) = fixture();
+        m.corrupt.insert(digest.clone(), b"layer 0ne".to_vec());
+        let up = upstream(m);
+        let mut out = Vec::new();
+        let err = up
+            .verified_blob("r", &digest, Some(size as u64))
+            .await
+            .unwrap()
+            .read_to_end(&mut out)
+            .await
+            .unwrap_err();
+        assert!(content_mismatch(&err).is_some(), "{err:?}");
     }
 }

@@ -2,18 +2,29 @@
 //! (`oci-layout`, `index.json`, `blobs/sha256/<hex>`), its tags are the
 //! `org.opencontainers.image.ref.name` annotations of `index.json` (what `skopeo copy … oci:DIR:TAG`
 //! and the stand-in release generator write; cosign signatures are the `sha256-<hex>.sig` tags).
+//! [`Upstream::from_layout_dir`] reads a self-contained signed release: the layouts and the
+//! [`COSIGN_KEY_FILE`] next to them.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::config::UpstreamConfig;
 use crate::digest::{is_digest_reference, sha256_hex, verify_bytes};
 use crate::image::manifest::detect_media_type;
+use crate::image::Upstream;
 use crate::registry::{is_valid_repository, is_valid_tag};
 use crate::source::{BlobStream, OciSource, RawManifest, UpstreamError};
+use crate::verify::Verification;
+
+/// The file, at the root of a directory of layouts, holding the PEM public key (what `cosign
+/// generate-key-pair` writes) the images are signed with: where the stand-in release generator
+/// (`tools/stand-in-release`) writes its key.
+pub const COSIGN_KEY_FILE: &str = "cosign.pub";
 
 /// The annotation naming an `index.json` entry.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
@@ -124,6 +135,29 @@ impl LayoutSource {
     }
 }
 
+impl Upstream {
+    /// An upstream over the OCI layouts in `dir` ([`LayoutSource`]), every image verified with
+    /// the PEM public key in `dir/cosign.pub` ([`COSIGN_KEY_FILE`]), with the default
+    /// [`UpstreamConfig`] otherwise. This is the shape of a self-contained signed release such as
+    /// the generated stand-in release, which the local server reads with `--upstream demo`
+    /// (unless given another key) and tests build their upstream over.
+    ///
+    /// # Errors
+    /// [`UpstreamError::Unavailable`] when the key file cannot be read,
+    /// [`UpstreamError::Invalid`] when it is not a PEM ECDSA P-256 public key.
+    pub fn from_layout_dir(dir: &Path) -> Result<Upstream, UpstreamError> {
+        let source = LayoutSource::new(dir);
+        let key_file = dir.join(COSIGN_KEY_FILE);
+        let pem = std::fs::read_to_string(&key_file)
+            .map_err(|e| source.unavailable(&format!("reading {}", key_file.display()), &e))?;
+        let verification = Verification::from_public_key_pem(&pem).map_err(|e| UpstreamError::Invalid {
+            image: key_file.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Upstream::new(Arc::new(source), UpstreamConfig::new(verification)))
+    }
+}
+
 /// Reads a whole small file, refusing files over `limit` (a corrupted index must not exhaust
 /// memory).
 async fn read_small(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
@@ -201,5 +235,45 @@ impl OciSource for LayoutSource {
 
     fn describe(&self) -> String {
         format!("OCI layouts in {}", self.root.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use p256::pkcs8::EncodePublicKey as _;
+
+    use super::*;
+
+    #[test]
+    fn from_layout_dir_needs_a_valid_key_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = Upstream::from_layout_dir(dir.path()).expect_err("no key file");
+        assert!(
+            matches!(missing, UpstreamError::Unavailable { .. }),
+            "{missing:?}"
+        );
+
+        let key_file = dir.path().join(COSIGN_KEY_FILE);
+        std::fs::write(
+            &key_file,
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        )
+        .expect("write");
+        let invalid = Upstream::from_layout_dir(dir.path()).expect_err("not a key");
+        assert!(matches!(invalid, UpstreamError::Invalid { .. }), "{invalid:?}");
+
+        // Any P-256 public key does: a fixed non-zero scalar below n is a private key.
+        let pem = p256::ecdsa::SigningKey::from_slice(&[1; 32])
+            .expect("valid scalar")
+            .verifying_key()
+            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+            .expect("pem");
+        std::fs::write(&key_file, pem).expect("write");
+        let upstream = Upstream::from_layout_dir(dir.path()).expect("upstream");
+        assert!(!upstream.config().verification.is_disabled());
+        assert_eq!(
+            upstream.source().describe(),
+            format!("OCI layouts in {}", dir.path().display())
+        );
     }
 }

@@ -17,8 +17,8 @@ pub mod verify;
 
 pub use catalog::{CatalogConfig, CatalogError, ReleaseCatalog};
 pub use config::{Components, UpstreamConfig};
-pub use image::{ExtractSummary, ResolvedImage, Upstream};
-pub use layout::LayoutSource;
+pub use image::{ExtractSummary, PlatformImage, ResolvedImage, Upstream};
+pub use layout::{LayoutSource, COSIGN_KEY_FILE};
 pub use registry::RegistrySource;
 pub use source::{BlobStream, OciSource, RawManifest, UpstreamError};
 pub use verify::Verification;

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use factory_core::arch::Arch;
 use factory_local::{Options, UpstreamChoice};
 use factory_store::ContentStore;
-use factory_upstream::verify::Verification;
-use factory_upstream::{CatalogConfig, LayoutSource, ReleaseCatalog, Upstream, UpstreamConfig};
+use factory_upstream::{CatalogConfig, ReleaseCatalog, Upstream, COSIGN_KEY_FILE};
 
 /// The Talos version the image tests build for (one of the stand-in release's versions).
 pub const VERSION: &str = "v1.12.1";
@@ -44,7 +43,7 @@ impl StandIn {
 
     /// The public key the release is signed with.
     pub fn cosign_key(&self) -> PathBuf {
-        self.dir.path().join("cosign.pub")
+        self.dir.path().join(COSIGN_KEY_FILE)
     }
 
     /// Local server options over `data_dir` reading this release (built-in defaults otherwise,
@@ -58,12 +57,7 @@ impl StandIn {
 
     /// The upstream adapter over the layouts, verifying signatures with [`Self::cosign_key`].
     pub fn upstream(&self) -> Arc<Upstream> {
-        let pem = std::fs::read_to_string(self.cosign_key()).expect("read cosign.pub");
-        let verification = Verification::from_public_key_pem(&pem).expect("cosign.pub is a public key");
-        Arc::new(Upstream::new(
-            Arc::new(LayoutSource::new(self.path())),
-            UpstreamConfig::new(verification),
-        ))
+        Arc::new(Upstream::from_layout_dir(self.path()).expect("the stand-in release's upstream"))
     }
 
     /// The release catalog over [`Self::upstream`], caching in `store`, as the local server and

@@ -22,12 +22,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use factory_assets::{
-    imager_reference, is_profile_built, resolve_official_extensions, unbuilt_reason, BuildInputs,
-};
-use factory_core::profile::{
-    content_type, download_file_name, enhance, parse_path, EnhanceError, ASSET_FORMAT_VERSION,
-};
+use factory_core::profile::{content_type, download_file_name};
 use factory_pipeline::keys::ASSETS_PREFIX;
 use factory_pipeline::{Published, Response as PipelineResponse};
 use http::{header, HeaderValue, Method, StatusCode};
@@ -88,50 +83,12 @@ async fn image(
     let super::lookup::Target {
         schematic, version, ..
     } = super::lookup::schematic_and_version(&state, &schematic_id, &version_text).await?;
-    let catalog = state.catalog()?;
-
-    let parsed = parse_path(path)
-        .map_err(|e| ApiError::BadRequest(format!("error parsing profile from path: {e}")))?;
-    let enhance_error =
-        |e: EnhanceError| ApiError::BadRequest(format!("error enhancing profile from schematic: {e}"));
-    let profile = enhance(parsed, &schematic, &version).map_err(enhance_error)?;
-    // Checked before anything is enqueued, so that the user gets the 400 at once (the catalog is
-    // cached per version in the store).
-    let extensions = if profile.inputs.system_extensions.is_empty() {
-        Vec::new()
-    } else {
-        let entries = catalog.extensions(&version).await?;
-        resolve_official_extensions(
-            &profile.inputs.system_extensions,
-            &entries,
-            &version,
-            &catalog.config().display_registry,
-        )
-        .map_err(enhance_error)?
-    };
-    if !is_profile_built(&profile) {
-        return Err(ApiError::NotImplemented(match unbuilt_reason(&profile) {
-            Some(reason) => format!("{path}: {reason}"),
-            None => format!("{path} is not built by this factory yet"),
-        }));
-    }
+    let planned = super::build::plan(&state, &schematic, &version, path).await?;
     let asked_name = filename_query(query);
     let file_name =
         download_file_name(path, asked_name.as_deref()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-
-    let upstream = catalog.upstream();
-    let imager = upstream
-        .resolve(&upstream.config().components.imager, &imager_reference(&profile))
-        .await?;
-    let inputs = BuildInputs::new(
-        &profile,
-        &schematic,
-        imager.digest,
-        &extensions,
-        &state.config().external_url,
-    );
-    let cache_key = profile.cache_key(inputs.digests(), ASSET_FORMAT_VERSION);
-    let spec = inputs.spec(&profile);
+    let super::build::BuildRequest { cache_key, spec } =
+        super::build::resolve(&state, &schematic, &planned).await?;
 
     let answer = state
         .pipeline()?
@@ -302,7 +259,7 @@ async fn asset(
 /// the server stops reading the body once that many bytes went out, so an error after the last
 /// byte would never be seen. Cheap (one pass, one chunk held); the image route's `HEAD` check
 /// makes the next request rebuild.
-fn verified(
+pub(crate) fn verified(
     stream: factory_store::ByteStream,
     expected_sha256: String,
     object_key: String,

@@ -2,15 +2,19 @@
 //! and the local server merges them all.
 
 mod body;
+mod build;
 mod catalog;
 mod image;
 mod keys;
 mod lookup;
 mod pxe;
+mod registry;
+mod registry_proxy;
 mod schematics;
 
 pub use catalog::catalog_router;
 pub use image::{assets_router, image_router};
 pub use keys::{health_router, keys_router, READYZ_PROBE_KEY};
 pub use pxe::pxe_router;
+pub use registry::registry_router;
 pub use schematics::{schematics_router, MAX_SCHEMATIC_BODY};
