@@ -33,71 +33,16 @@ use common::curl::{curl, Reply};
 use common::disk::tool;
 use common::image::{Backend, ImageServer};
 use common::inspect::{cpio_extract, split_leading_cpio, zstd_decompress};
+use common::oci::{
+    copy_arch, extract_layer, host, inspect_raw, layout_blob, layout_manifest, pe_section, sha256, skopeo,
+};
 use common::stand_in::VERSION;
-
-/// `host:port` of the server, as registry clients name it.
-fn host(server: &ImageServer) -> String {
-    server.url().trim_start_matches("http://").to_owned()
-}
 
 fn schematic(marker: &str) -> String {
     format!(
         "customization:\n  extraKernelArgs:\n    - test.registry={marker}\n  systemExtensions:\n    \
          officialExtensions:\n      - siderolabs/stand-in-firmware\n      - intel-ucode\n"
     )
-}
-
-/// `skopeo` with arguments; its stdout (fails the test with stderr on failure).
-fn skopeo(args: &[&str]) -> String {
-    tool("skopeo", args, "skopeo")
-}
-
-fn inspect_raw(reference: &str) -> serde_json::Value {
-    let raw = skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        "--retry-times",
-        "3",
-        reference,
-    ]);
-    serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{reference}: {e}: {raw}"))
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
-}
-
-/// The bytes of `digest` in an OCI layout directory.
-fn layout_blob(dir: &Path, digest: &str) -> Vec<u8> {
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    std::fs::read(dir.join("blobs/sha256").join(hex)).unwrap()
-}
-
-/// The image manifest `skopeo copy` wrote into `dir` (one image).
-fn layout_manifest(dir: &Path) -> serde_json::Value {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
-    let digest = index["manifests"][0]["digest"].as_str().unwrap();
-    serde_json::from_slice(&layout_blob(dir, digest)).unwrap()
-}
-
-/// Extracts a gzip tar layer blob into `dest`; its member list.
-fn extract_layer(dir: &Path, digest: &str, dest: &Path) -> Vec<String> {
-    std::fs::create_dir_all(dest).unwrap();
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    let blob = dir.join("blobs/sha256").join(hex);
-    let listing = tool("tar", &["-tzf", blob.to_str().unwrap()], "tar");
-    tool(
-        "tar",
-        &["-xzf", blob.to_str().unwrap(), "-C", dest.to_str().unwrap()],
-        "tar",
-    );
-    listing
-        .lines()
-        .map(|l| l.trim_end_matches('/').to_owned())
-        .collect()
 }
 
 /// Copies one architecture of `reference` into an OCI layout and checks its two layers: the
@@ -112,16 +57,7 @@ fn check_copied_image(
     work: &Path,
 ) {
     let layout = work.join(format!("oci-{arch}"));
-    skopeo(&[
-        "copy",
-        "--src-tls-verify=false",
-        "--retry-times",
-        "3",
-        "--override-arch",
-        arch,
-        &format!("docker://{reference}"),
-        &format!("oci:{}:installer", layout.display()),
-    ]);
+    copy_arch(reference, arch, &layout);
     let manifest = layout_manifest(&layout);
     let config: serde_json::Value = serde_json::from_slice(&layout_blob(
         &layout,
@@ -178,18 +114,6 @@ fn check_copied_image(
     ] {
         assert!(extensions.contains(needle), "{needle} in {extensions}");
     }
-}
-
-/// A section of a PE image of either architecture (binutils here reads x86 PE only), read with
-/// the `object` crate rather than our UKI code.
-fn pe_section(image: &Path, name: &str) -> Vec<u8> {
-    use object::{Object, ObjectSection};
-    let bytes = std::fs::read(image).unwrap();
-    let file = object::File::parse(&*bytes).unwrap_or_else(|e| panic!("{}: {e}", image.display()));
-    let section = file
-        .section_by_name(name)
-        .unwrap_or_else(|| panic!("{}: no {name} section", image.display()));
-    section.data().unwrap().to_vec()
 }
 
 /// `openssl dgst -sha256 -verify` over the payload: whether openssl says `Verified OK`.

@@ -13,11 +13,11 @@
 //! | `uki` | systemd-stub + osrel, cmdline, uname, kernel, that initramfs (no SecureBoot) | [`uki`] |
 //! | `iso` | sd-boot, hybrid or GRUB ISO with that initramfs and a UKI (no SecureBoot) | `media` |
 //! | `image` | raw/qcow2/vhd/ova disk images, compressed as asked (no SecureBoot, no overlay) | `media` |
-//! | `installer` | the base installer + an artifacts layer (UKI + sd-boot, or kernel + initramfs), as a `docker save`/OCI layout tarball (no SecureBoot, no overlay) | [`installer`] |
+//! | `installer` | the base installer + an artifacts layer (UKI + sd-boot, or kernel + initramfs) + with an overlay an overlay layer, as a `docker save`/OCI layout tarball (no SecureBoot) | [`installer`], [`overlay`] |
 //!
-//! Other kinds, SecureBoot UKIs, media and installers, and those with an overlay are refused by
-//! the request side before anything is enqueued ([`is_profile_built`]); a spec for one that
-//! reaches the builder anyway is a user error.
+//! Other kinds, SecureBoot UKIs, media and installers, and UKIs and media with an overlay are
+//! refused by the request side before anything is enqueued ([`is_profile_built`]); a spec for one
+//! that reaches the builder anyway is a user error.
 //!
 //! Every output depends only on the spec: fixed timestamps, owners and orders (the initramfs and
 //! UKI crates are deterministic), so a rebuild of a cache key gives the same bytes.
@@ -30,6 +30,7 @@ pub mod initramfs;
 pub mod installer;
 pub mod kernel;
 mod media;
+pub mod overlay;
 pub mod spec;
 pub mod uki;
 
@@ -45,6 +46,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 pub use extensions::{
     extension_input, resolve_official_extensions, ResolvedExtension, EXTENSION_INPUT_PREFIX,
 };
+pub use overlay::{overlay_input, OVERLAY_INPUT_PREFIX};
 pub use spec::{BuildInputs, BASE_INSTALLER_INPUT, IMAGER_INPUT, SCHEMATIC_AUTHOR_INPUT};
 
 use spec::Spec;
@@ -64,9 +66,10 @@ pub fn is_built(kind: OutputKind) -> bool {
 }
 
 /// Whether this factory builds this profile: a built kind, except
-/// * UKIs, ISOs, disk images and installers with SecureBoot (signing is not implemented yet) or
-///   with an overlay (the overlay's kernel args and installer come from its image, not pulled
-///   yet);
+/// * UKIs, ISOs, disk images and installers with SecureBoot (signing is not implemented yet);
+/// * UKIs, ISOs and disk images with an overlay (the overlay's `install` step, its partition
+///   offset and profile merge are not implemented; installers with an overlay are built, see
+///   [`overlay`]);
 /// * arm64 media booted by GRUB (the builder carries the amd64 GRUB platforms only:
 ///   `i386-pc`, `x86_64-efi`; arm64 media default to systemd-boot from Talos 1.10).
 pub fn is_profile_built(profile: &Profile) -> bool {
@@ -79,7 +82,10 @@ pub fn is_profile_built(profile: &Profile) -> bool {
         kind,
         OutputKind::Uki | OutputKind::Iso | OutputKind::Image | OutputKind::Installer
     );
-    if booted && (profile.secureboot || profile.inputs.overlay.is_some()) {
+    if booted && profile.secureboot {
+        return false;
+    }
+    if booted && kind != OutputKind::Installer && profile.inputs.overlay.is_some() {
         return false;
     }
     let grub = matches!(
@@ -97,7 +103,7 @@ pub fn unbuilt_reason(profile: &Profile) -> Option<&'static str> {
     Some(if profile.secureboot {
         "SecureBoot assets are not built by this factory yet"
     } else if profile.inputs.overlay.is_some() {
-        "assets with an overlay are not built by this factory yet"
+        "UKIs, ISOs and disk images with an overlay are not built by this factory yet (installers are)"
     } else {
         "arm64 media booted by GRUB are not built by this factory (use bootloader: sd-boot)"
     })
@@ -211,12 +217,14 @@ impl Assembler for ReleaseAssembler {
             "uki" if !profile.secureboot && profile.inputs.overlay.is_none() => OutputKind::Uki,
             "iso" if !profile.secureboot && profile.inputs.overlay.is_none() => OutputKind::Iso,
             "image" if !profile.secureboot && profile.inputs.overlay.is_none() => OutputKind::Image,
-            "installer" if !profile.secureboot && profile.inputs.overlay.is_none() => OutputKind::Installer,
+            "installer" if !profile.secureboot => OutputKind::Installer,
             other => {
                 return Err(AssembleError::User(format!(
                     "{other} assets{} are not built by this factory yet",
                     if profile.secureboot {
                         " with SecureBoot"
+                    } else if profile.inputs.overlay.is_some() {
+                        " with an overlay"
                     } else {
                         ""
                     }
@@ -333,9 +341,20 @@ mod tests {
         let mut overlay = Schematic::default();
         overlay.overlay.name = "rpi_generic".into();
         assert!(!is_profile_built(&profile("metal-arm64-uki.efi", &overlay)));
+        // Installers with an overlay are built; UKIs, ISOs and disk images are not.
         let overlay_installer = profile("installer-arm64.tar", &overlay);
-        assert!(!is_profile_built(&overlay_installer));
-        assert!(unbuilt_reason(&overlay_installer).unwrap().contains("overlay"));
+        assert!(is_profile_built(&overlay_installer));
+        assert_eq!(unbuilt_reason(&overlay_installer), None);
+        assert!(is_profile_built(&profile("metal-installer-amd64.tar", &overlay)));
+        assert!(!is_profile_built(&profile(
+            "metal-installer-arm64-secureboot.tar",
+            &overlay
+        )));
+        for path in ["metal-arm64-uki.efi", "metal-arm64.iso", "metal-arm64.raw.xz"] {
+            let p = profile(path, &overlay);
+            assert!(!is_profile_built(&p), "{path}");
+            assert!(unbuilt_reason(&p).unwrap().contains("overlay"), "{path}");
+        }
         assert!(is_profile_built(&profile("initramfs-arm64.xz", &overlay)));
     }
 

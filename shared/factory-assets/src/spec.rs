@@ -5,6 +5,7 @@
 //! {"profile": <the enhanced Profile as serde JSON>,
 //!  "inputs": {"imager": "sha256:…",
 //!             "base-installer": "sha256:…",                                  installer
+//!             "overlay/<repository>": "sha256:…",                           installer with overlay
 //!             "extension/<position>/<repository>": "sha256:…",              initramfs, UKI, …
 //!             "schematic-extension-author": "Image Factory (<external URL>)"},  initramfs, UKI, …
 //!  "schematic": "<canonical schematic YAML>"}                                   initramfs, UKI, …
@@ -30,6 +31,7 @@ use factory_pipeline::AssembleError;
 use serde::Deserialize;
 
 use crate::extensions::{extension_input, ResolvedExtension};
+use crate::overlay::overlay_input;
 
 /// The input name of the imager image.
 pub const IMAGER_INPUT: &str = "imager";
@@ -86,6 +88,14 @@ impl BuildInputs {
     /// image of that index or manifest is what the installer is layered on.
     pub fn with_base_installer(mut self, digest: String) -> Self {
         self.digests.insert(BASE_INSTALLER_INPUT.to_owned(), digest);
+        self
+    }
+
+    /// Adds the overlay image's exact digest (installers with an overlay), under
+    /// `overlay/<repository>` ([`crate::overlay::overlay_input`]): the builder pulls exactly that
+    /// image, and the cache key covers it.
+    pub fn with_overlay(mut self, repository: &str, digest: String) -> Self {
+        self.digests.insert(overlay_input(repository), digest);
         self
     }
 
@@ -182,7 +192,18 @@ pub(crate) struct SpecInputs {
     #[serde(default)]
     pub schematic_extension: Option<SpecSchematicExtension>,
     #[serde(default)]
-    pub overlay: Option<serde_json::Value>,
+    pub overlay: Option<SpecOverlay>,
+}
+
+/// The profile's overlay (`ProfileOverlay`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SpecOverlay {
+    /// The overlay's name: its installer is `installers/<name>`.
+    pub name: String,
+    /// The schematic's overlay options as YAML (empty when none).
+    #[serde(default)]
+    pub options_yaml: String,
 }
 
 #[derive(Debug, Deserialize)]

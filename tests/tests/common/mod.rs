@@ -7,7 +7,8 @@
 //! * [`stand_in`]: the generated stand-in Talos release as an upstream; [`image`]: the local server
 //!   over it on either backend, for the image route tests; [`inspect`]: the independent tools
 //!   (cpio, zstd, unsquashfs, objdump, objcopy) that look inside what it serves; [`boot`]: booting
-//!   what it serves in QEMU on LocalStack (the heavy boot tests).
+//!   what it serves in QEMU on LocalStack (the heavy boot tests); [`oci`]: registry clients and
+//!   OCI layouts for the registry tests.
 
 // Every test binary compiles this module and uses a different part of it.
 #![allow(dead_code, clippy::unwrap_used)]
@@ -20,6 +21,7 @@ pub mod disk;
 pub mod image;
 pub mod inspect;
 pub mod local_server;
+pub mod oci;
 pub mod stand_in;
 
 /// What to do when the AWS-backed tests cannot run.

@@ -10,7 +10,9 @@ use factory_assets::{
     base_installer_repository, imager_reference, is_profile_built, resolve_official_extensions,
     unbuilt_reason, BuildInputs, ResolvedExtension,
 };
-use factory_core::profile::{enhance, parse_path, EnhanceError, Profile, ASSET_FORMAT_VERSION};
+use factory_core::profile::{
+    enhance, parse_path, resolve_overlay, EnhanceError, OutputKind, Profile, ASSET_FORMAT_VERSION,
+};
 use factory_core::schematic::Schematic;
 use factory_core::version::TalosVersion;
 
@@ -65,8 +67,9 @@ pub(crate) async fn plan(
     Ok(Planned { profile, extensions })
 }
 
-/// The exact digests of the profile's upstream images (imager; base installer for installers),
-/// hence its cache key and spec.
+/// The exact digests of the profile's upstream images (imager; base installer for installers;
+/// the overlay image for installers with an overlay, found by name in the version's overlays
+/// catalog: `400` when it has none of that name), hence its cache key and spec.
 pub(crate) async fn resolve(
     state: &AppState,
     schematic: &Schematic,
@@ -88,6 +91,18 @@ pub(crate) async fn resolve(
     if let Some(repository) = base_installer_repository(profile, components) {
         let base = upstream.resolve(repository, &imager_reference(profile)).await?;
         inputs = inputs.with_base_installer(base.digest);
+    }
+    if let Some(overlay) = &profile.inputs.overlay {
+        // `enhance` only checks that the version takes overlays; the name is checked here, in the
+        // Go wording (`official overlay "x" is not available for Talos version vX`).
+        let entries = state.catalog()?.overlays(&profile.version).await?;
+        let entry = resolve_overlay(&overlay.name, &entries, &profile.version)
+            .map_err(|e| ApiError::BadRequest(format!("error enhancing profile from schematic: {e}")))?;
+        // Only the installer is made of the overlay image (the other built kinds with an
+        // overlay, initramfs, do not depend on it): their cache keys stay as they were.
+        if profile.output.kind == OutputKind::Installer {
+            inputs = inputs.with_overlay(&entry.image, entry.digest.clone());
+        }
     }
     Ok(BuildRequest {
         cache_key: profile.cache_key(inputs.digests(), ASSET_FORMAT_VERSION),

@@ -399,6 +399,12 @@ async fn tag_version(state: &AppState, tag: &str) -> Result<TalosVersion, ApiErr
 /// The published, signature-checked tag record of `<image>/<schematic>:<version>`, built through
 /// the pipeline on first use (both architectures in one job). A record whose signature does not
 /// verify is forgotten and rebuilt (spec §8.3 step 4).
+///
+/// A tag once published is served through its pointer ([`tag_pointer_key`]) without resolving
+/// anything upstream, as the Go factory serves a built tag from its registry: a warm pull costs a
+/// few store reads and one signature check, however far the upstream registry is. Without a
+/// pointer, or when what it points to no longer verifies, the full path runs: profiles, upstream
+/// digests, the registry job's cache key.
 async fn publish_tag(
     state: &AppState,
     reader: &RegistryReader,
@@ -408,6 +414,12 @@ async fn publish_tag(
     schematic_id: &str,
     version: &TalosVersion,
 ) -> Result<TagRecord, ApiError> {
+    let tag = version.to_string();
+    let pointer = tag_pointer_key(image, schematic_id, &tag);
+    if let Some(record) = through_pointer(state, reader, &pointer).await {
+        return Ok(record);
+    }
+
     let mut platforms = Vec::with_capacity(ARCHES.len());
     for arch in ARCHES {
         let path = name.installer_path(arch);
@@ -423,7 +435,6 @@ async fn publish_tag(
         "{}/{image}/{schematic_id}",
         registry_host(&state.config().external_url)
     );
-    let tag = version.to_string();
     let (cache_key, spec) = registry_job(&identity, &tag, &platforms);
     let pipeline = state.pipeline()?;
     let building = |retry_after: std::time::Duration| {
@@ -440,7 +451,10 @@ async fn publish_tag(
         PipelineResponse::Served(published) => {
             let record = reader.tag_record(&published.object_key).await?;
             match reader.verify(&record).await {
-                Ok(()) => Ok(record),
+                Ok(()) => {
+                    write_pointer(state, &pointer, &cache_key).await;
+                    Ok(record)
+                }
                 Err(error @ (RegistryError::Signature(_) | RegistryError::Corrupt(_))) => {
                     tracing::warn!(%error, %identity, %tag, "published installer index does not verify; rebuilding");
                     pipeline.invalidate(&cache_key, &spec).await?;
@@ -451,6 +465,56 @@ async fn publish_tag(
         }
         PipelineResponse::Building { retry_after } => Err(building(retry_after)),
         PipelineResponse::Failed(message) => Err(ApiError::AssetBuild(message)),
+    }
+}
+
+/// Where the registry job's cache key of a published tag is remembered: under `cache/` (derived
+/// data any request-side function may write and lose without harm).
+fn tag_pointer_key(image: &str, schematic_id: &str, tag: &str) -> String {
+    format!("cache/registry-tags/{image}/{schematic_id}/{tag}.json")
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TagPointer {
+    cache_key: String,
+}
+
+/// The tag record the pointer leads to, if all of it is there and verifies: the signed index
+/// record, the intact tag record, the cosign signature. Anything else (no pointer, a store error,
+/// a record that fails) falls back to the full path, which repairs it: never an error here.
+async fn through_pointer(state: &AppState, reader: &RegistryReader, pointer: &str) -> Option<TagRecord> {
+    let (_, bytes) = state.store().get(pointer).await.ok()??;
+    let TagPointer { cache_key } = serde_json::from_slice(&bytes).ok()?;
+    let index = state.pipeline().ok()?.index();
+    let published = index.lookup(&cache_key).await.ok()??;
+    let record = reader.tag_record(&published.object_key).await.ok()?;
+    match reader.verify(&record).await {
+        Ok(()) => Some(record),
+        Err(error) => {
+            tracing::warn!(%error, pointer, "a published tag does not verify; taking the full path");
+            None
+        }
+    }
+}
+
+/// Remembers a served tag's job; a failure only costs the next pull the full path.
+async fn write_pointer(state: &AppState, pointer: &str, cache_key: &str) {
+    let Ok(body) = serde_json::to_vec(&TagPointer {
+        cache_key: cache_key.to_owned(),
+    }) else {
+        return;
+    };
+    if let Err(error) = state
+        .store()
+        .put(
+            pointer,
+            body.into(),
+            Some("application/json"),
+            factory_store::PutCondition::Overwrite,
+        )
+        .await
+    {
+        tracing::warn!(%error, pointer, "could not remember the published tag");
     }
 }
 
