@@ -131,8 +131,9 @@ impl RegistryReader {
     ///
     /// Fails with [`RegistryError::Signature`] for anything wrong with the content (a corrupt
     /// object included: the remedy is the same, a rebuild) and [`RegistryError::Store`] when the
-    /// store could not answer.
-    pub async fn verify(&self, record: &TagRecord) -> Result<(), RegistryError> {
+    /// store could not answer. On success, the verified index: what the tag serves, so that the
+    /// caller does not read it again.
+    pub async fn verify(&self, record: &TagRecord) -> Result<StoredManifest, RegistryError> {
         let index = self
             .manifest(&record.digest)
             .await
@@ -153,7 +154,8 @@ impl RegistryReader {
             })?;
         self.check_signature(&signature.bytes, Some(&record.identity), &record.digest)
             .await?
-            .map_err(RegistryError::Signature)
+            .map_err(RegistryError::Signature)?;
+        Ok(index)
     }
 
     /// The cosign signature manifest of `subject_digest` (what the tag `sha256-<hex>.sig`

@@ -38,11 +38,7 @@ struct Release {
 
 fn release() -> Release {
     let dir = tempfile::tempdir().unwrap();
-    stand_in_release::generate(&stand_in_release::GenerateOptions {
-        boot_parts: stand_in_release::BootPartsSource::Placeholders,
-        ..stand_in_release::GenerateOptions::new(dir.path())
-    })
-    .unwrap();
+    stand_in_release::generate_with_placeholders(dir.path()).unwrap();
     let upstream = Arc::new(Upstream::from_layout_dir(dir.path()).unwrap());
     Release { _dir: dir, upstream }
 }

@@ -344,7 +344,7 @@ async fn overwrite(store: &Arc<dyn ContentStore>, key: &str, body: Vec<u8>, cont
         .unwrap();
 }
 
-fn assert_signature_error(result: Result<(), RegistryError>, expect: &str) {
+fn assert_signature_error(result: Result<StoredManifest, RegistryError>, expect: &str) {
     match result {
         Err(RegistryError::Signature(reason)) => assert!(reason.contains(expect), "{reason}"),
         other => panic!("expected a signature failure ({expect}), got {other:?}"),

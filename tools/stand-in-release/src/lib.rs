@@ -123,6 +123,15 @@ impl GenerateOptions {
     }
 }
 
+/// Generates the release into `out` with placeholder boot parts and the TEST key: what library
+/// tests that need an upstream, but no bootable kernel, use.
+pub fn generate_with_placeholders(out: impl Into<PathBuf>) -> Result<Summary, Error> {
+    generate(&GenerateOptions {
+        boot_parts: BootPartsSource::Placeholders,
+        ..GenerateOptions::new(out)
+    })
+}
+
 /// Generates the whole release into `opts.out` (see the crate docs).
 ///
 /// Re-running into the same directory rewrites only what changed and removes stale blobs.

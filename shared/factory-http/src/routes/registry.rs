@@ -32,7 +32,7 @@ use factory_pipeline::Response as PipelineResponse;
 use factory_registry::job::{registry_job, PlatformBuild};
 use factory_registry::keys::blob_key;
 use factory_registry::name::ImageName;
-use factory_registry::{media, RegistryError, RegistryReader, StoredManifest, TagRecord};
+use factory_registry::{media, RegistryError, RegistryReader, StoredManifest};
 use factory_store::PresignHeaders;
 use factory_upstream::UpstreamError;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -304,14 +304,7 @@ async fn serve_image(
                     .ok_or_else(|| manifest_unknown(reference))?
             } else {
                 let version = tag_version(state, reference).await?;
-                let record =
-                    publish_tag(state, reader, &schematic, &name, image, schematic_id, &version).await?;
-                reader.manifest(&record.digest).await?.ok_or_else(|| {
-                    ApiError::Internal(format!(
-                        "published index {} is missing from the store",
-                        record.digest
-                    ))
-                })?
+                publish_tag(state, reader, &schematic, &name, image, schematic_id, &version).await?
             };
             manifest_response(method, headers, manifest)
         }
@@ -396,7 +389,7 @@ async fn tag_version(state: &AppState, tag: &str) -> Result<TalosVersion, ApiErr
     Ok(version)
 }
 
-/// The published, signature-checked tag record of `<image>/<schematic>:<version>`, built through
+/// The published, signature-checked index of `<image>/<schematic>:<version>`, built through
 /// the pipeline on first use (both architectures in one job). A record whose signature does not
 /// verify is forgotten and rebuilt (spec §8.3 step 4).
 ///
@@ -413,11 +406,11 @@ async fn publish_tag(
     image: &str,
     schematic_id: &str,
     version: &TalosVersion,
-) -> Result<TagRecord, ApiError> {
+) -> Result<StoredManifest, ApiError> {
     let tag = version.to_string();
     let pointer = tag_pointer_key(image, schematic_id, &tag);
-    if let Some(record) = through_pointer(state, reader, &pointer).await {
-        return Ok(record);
+    if let Some(index) = through_pointer(state, reader, &pointer).await {
+        return Ok(index);
     }
 
     let mut platforms = Vec::with_capacity(ARCHES.len());
@@ -451,9 +444,9 @@ async fn publish_tag(
         PipelineResponse::Served(published) => {
             let record = reader.tag_record(&published.object_key).await?;
             match reader.verify(&record).await {
-                Ok(()) => {
+                Ok(index) => {
                     write_pointer(state, &pointer, &cache_key).await;
-                    Ok(record)
+                    Ok(index)
                 }
                 Err(error @ (RegistryError::Signature(_) | RegistryError::Corrupt(_))) => {
                     tracing::warn!(%error, %identity, %tag, "published installer index does not verify; rebuilding");
@@ -479,17 +472,17 @@ struct TagPointer {
     cache_key: String,
 }
 
-/// The tag record the pointer leads to, if all of it is there and verifies: the signed index
+/// The index the pointer leads to, if all of it is there and verifies: the signed index
 /// record, the intact tag record, the cosign signature. Anything else (no pointer, a store error,
 /// a record that fails) falls back to the full path, which repairs it: never an error here.
-async fn through_pointer(state: &AppState, reader: &RegistryReader, pointer: &str) -> Option<TagRecord> {
+async fn through_pointer(state: &AppState, reader: &RegistryReader, pointer: &str) -> Option<StoredManifest> {
     let (_, bytes) = state.store().get(pointer).await.ok()??;
     let TagPointer { cache_key } = serde_json::from_slice(&bytes).ok()?;
     let index = state.pipeline().ok()?.index();
     let published = index.lookup(&cache_key).await.ok()??;
     let record = reader.tag_record(&published.object_key).await.ok()?;
     match reader.verify(&record).await {
-        Ok(()) => Some(record),
+        Ok(index) => Some(index),
         Err(error) => {
             tracing::warn!(%error, pointer, "a published tag does not verify; taking the full path");
             None
