@@ -31,7 +31,8 @@ const KERNEL_ARGS_YAML: &str = "customization:\n  extraKernelArgs: [noapic, nola
 struct Server {
     url: String,
     dir: tempfile::TempDir,
-    _server: LocalServerThread,
+    _server: Option<LocalServerThread>,
+    stack: Option<(common::stack::StackThread, common::stand_in::StandIn)>,
 }
 
 impl Server {
@@ -64,7 +65,21 @@ impl Server {
         Self {
             url: server.url().to_owned(),
             dir,
-            _server: server,
+            _server: Some(server),
+            stack: None,
+        }
+    }
+
+    /// The serverless stack of template.yaml (the functions' release binaries under the Lambda
+    /// Runtime API emulator, behind the template's CDN and HTTP API, on LocalStack).
+    fn stack() -> Self {
+        let stand_in = common::stand_in::StandIn::generate();
+        let stack = common::stack::StackThread::start(&stand_in, &[]);
+        Self {
+            url: stack.url().to_owned(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            _server: None,
+            stack: Some((stack, stand_in)),
         }
     }
 
@@ -340,7 +355,11 @@ fn signing_key_is_a_pem_public_key(server: &Server) {
     let pem = server.file("signing-key.pub", &reply.body);
     assert_openssl_reads_public_key(&pem);
     // It is the key generated on first start in the data directory.
-    let private = std::fs::read_to_string(server.dir.path().join("data/signing-key.pem")).expect("key file");
+    // (In the serverless stack: the key in the template's signing-key secret.)
+    let private = match &server.stack {
+        Some((stack, _)) => stack.key().private_key_pem().expect("PEM"),
+        None => std::fs::read_to_string(server.dir.path().join("data/signing-key.pem")).expect("key file"),
+    };
     let key = factory_signing::SigningKey::from_pem(&private).expect("stored key");
     assert_eq!(key.public_key_pem().as_bytes(), reply.body.as_slice());
 }
@@ -381,6 +400,10 @@ macro_rules! api_tests {
         /// Over S3 on LocalStack.
         mod localstack_s3 {
             $( #[test] fn $check() { super::$check(&super::Server::localstack()); } )*
+        }
+        /// The serverless stack: Lambda functions behind the HTTP API and CDN, on LocalStack.
+        mod serverless_stack {
+            $( #[test] fn $check() { super::$check(&super::Server::stack()); } )*
         }
     };
 }

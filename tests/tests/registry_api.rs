@@ -158,9 +158,8 @@ fn code(reply: &Reply) -> String {
         .to_owned()
 }
 
-#[test]
-fn skopeo_podman_and_the_signature() {
-    let server = ImageServer::start(Backend::S3);
+fn skopeo_podman_and_the_signature(backend: Backend) {
+    let server = ImageServer::start(backend);
     let marker = uuid::Uuid::new_v4().simple().to_string();
     let id = server.post_schematic(&schematic(&marker));
     let repository = format!("metal-installer/{id}");
@@ -394,9 +393,8 @@ fn tampered_signature_or_index_is_rebuilt() {
     }
 }
 
-#[test]
-fn concurrent_cold_pulls_build_once() {
-    let server = ImageServer::start(Backend::Fs);
+fn concurrent_cold_pulls_build_once(backend: Backend) {
+    let server = ImageServer::start(backend);
     let id = server.fresh_schematic();
     let reference = format!("docker://{}/metal-installer/{id}:{VERSION}", host(&server));
     let digests: Vec<String> = std::thread::scope(|scope| {
@@ -421,9 +419,8 @@ fn concurrent_cold_pulls_build_once() {
     assert_eq!(server.built(), 1, "a second pull builds nothing");
 }
 
-#[test]
-fn oci_errors_writes_and_latest() {
-    let server = ImageServer::start(Backend::Fs);
+fn oci_errors_writes_and_latest(backend: Backend) {
+    let server = ImageServer::start(backend);
     let id = server.post_schematic("customization: {}\n");
     let cases = [
         ("/v2/a/b/c/manifests/v1", 404, "NAME_UNKNOWN"),
@@ -591,4 +588,37 @@ fn installer_tarball_is_the_registry_image() {
         oci_index["manifests"][0]["digest"],
         "the tarball and the registry serve the same amd64 image"
     );
+}
+
+// Through the serverless stack: /v2 through the HTTP API to the registry function, blobs
+// redirected to the CDN's /assets/, the builder fed by the SQS event source mapping.
+
+#[test]
+fn skopeo_podman_and_the_signature_s3() {
+    skopeo_podman_and_the_signature(Backend::S3);
+}
+
+#[test]
+fn skopeo_podman_and_the_signature_stack() {
+    skopeo_podman_and_the_signature(Backend::Stack);
+}
+
+#[test]
+fn concurrent_cold_pulls_build_once_fs() {
+    concurrent_cold_pulls_build_once(Backend::Fs);
+}
+
+#[test]
+fn concurrent_cold_pulls_build_once_stack() {
+    concurrent_cold_pulls_build_once(Backend::Stack);
+}
+
+#[test]
+fn oci_errors_writes_and_latest_fs() {
+    oci_errors_writes_and_latest(Backend::Fs);
+}
+
+#[test]
+fn oci_errors_writes_and_latest_stack() {
+    oci_errors_writes_and_latest(Backend::Stack);
 }

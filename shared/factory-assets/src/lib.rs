@@ -109,23 +109,42 @@ pub fn unbuilt_reason(profile: &Profile) -> Option<&'static str> {
     })
 }
 
-/// The external tools a builder may call that this machine lacks, each as `program (package)`:
-/// the builder logs them at start (its container image must have them, see infra/README.md).
+/// Every external program and GRUB platform directory the builder calls, each with the Debian
+/// package that provides it: what the builder's container image (`infra/builder/Dockerfile`) must
+/// install (`tests/tests/builder_image.rs` checks its `apt-get install` list and its comment table
+/// against this) and what [`missing_tools`] checks at start. A platform directory is named by a
+/// file in it (see [`factory_disk::grub::GRUB_PC_BIN`]).
+///
+/// Not here: `grub-efi-arm64-bin` (arm64 media booted by GRUB are not built, see
+/// [`is_profile_built`]; Debian ships it for arm64 only), and an overlay's own `installer`
+/// binary, which comes with the overlay.
+pub const BUILDER_TOOLS: &[factory_disk::tools::Tool] = &[
+    // BOOT partition of grub and dual-boot disk images
+    factory_disk::tools::MKFS_XFS,
+    // GRUB core.img (BIOS) and the grub layout's EFI loader
+    factory_disk::tools::GRUB_MKIMAGE,
+    // hybrid and GRUB ISOs
+    factory_disk::tools::GRUB_MKRESCUE,
+    // every ISO (grub-mkrescue calls it too)
+    factory_disk::tools::XORRISO,
+    // grub-mkrescue's EFI FAT image (mformat, mcopy), and the shell of our mformat wrapper
+    factory_disk::iso::MTOOLS,
+    factory_disk::iso::SH,
+    // GRUB's BIOS and UEFI platforms
+    factory_disk::grub::GRUB_PC_BIN,
+    factory_disk::grub::GRUB_EFI_AMD64_BIN,
+    // modules.dep of extensions with kernel modules
+    initramfs::DEPMOD,
+];
+
+/// The tools of [`BUILDER_TOOLS`] this machine lacks, each as `program (package)`: the builder
+/// logs them at start (its container image must have them, see infra/README.md).
 pub fn missing_tools() -> Vec<String> {
-    use factory_disk::{grub, tools};
-    [
-        tools::MKFS_XFS,
-        tools::GRUB_MKIMAGE,
-        tools::GRUB_MKRESCUE,
-        tools::XORRISO,
-        grub::GRUB_PC_BIN,
-        grub::GRUB_EFI_AMD64_BIN,
-        initramfs::DEPMOD,
-    ]
-    .into_iter()
-    .filter(|t| tools::find(*t).is_err())
-    .map(|t| format!("{} ({})", t.program, t.package))
-    .collect()
+    BUILDER_TOOLS
+        .iter()
+        .filter(|t| factory_disk::tools::find(**t).is_err())
+        .map(|t| format!("{} ({})", t.program, t.package))
+        .collect()
 }
 
 /// The reference the imager image is resolved from: the profile's version tag.

@@ -64,9 +64,15 @@ pub const LOADER_CONF: &str = "# systemd-boot configuration\n\ntimeout 10\n\nsec
 
 /// `mformat`/`mcopy`, which `grub-mkrescue` calls for its own EFI FAT image (GRUB ISOs that boot
 /// UEFI through GRUB, i.e. Talos < 1.10).
-const MTOOLS: Tool = Tool {
+pub const MTOOLS: Tool = Tool {
     program: "mformat",
     package: "mtools",
+};
+/// The shell that runs the `mformat` wrapper pinning the FAT serial of `grub-mkrescue`'s EFI image
+/// (Essential in Debian: in every Debian image).
+pub const SH: Tool = Tool {
+    program: "/bin/sh",
+    package: "dash",
 };
 
 /// A GRUB platform directory (where Debian installs it) and the package that provides it.
@@ -288,7 +294,8 @@ fn pin_fat_serial(cmd: &mut Command, mformat: &Path, serial: &str, work: &Path) 
         .ok_or_else(|| invalid(format!("{} is not UTF-8", mformat.display())))?
         .replace('\'', "'\\''");
     let wrapper = bin.join("mformat");
-    fs::write(&wrapper, format!("#!/bin/sh\nexec '{real}' -N {serial} \"$@\"\n"))?;
+    let sh = SH.program;
+    fs::write(&wrapper, format!("#!{sh}\nexec '{real}' -N {serial} \"$@\"\n"))?;
     fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755))?;
     let path = std::env::var_os("PATH").unwrap_or_default();
     let paths = std::iter::once(bin).chain(std::env::split_paths(&path));

@@ -3,7 +3,8 @@
 //! `xorrisofs`/`grub-mkrescue` (ISOs).
 //!
 //! Why a module of its own: the builder checks for every tool at start and names the missing
-//! package in its error (the builder's container image must contain them, see `infra/`), and
+//! package in its error (the builder's container image must contain them, see `infra/`; the one
+//! list of every tool the builder calls is `factory_assets::BUILDER_TOOLS`), and
 //! every call reports the tool's stderr when it fails, so a broken builder image is diagnosed
 //! from one log line.
 
@@ -36,9 +37,6 @@ pub const XORRISO: Tool = Tool {
     program: "xorriso",
     package: "xorriso",
 };
-
-/// Every tool the disk and ISO builders may call (the builder checks them at start).
-pub const ALL: &[Tool] = &[MKFS_XFS, GRUB_MKIMAGE, GRUB_MKRESCUE, XORRISO];
 
 /// The absolute path of `tool` on `PATH` (also searching the sbin directories, which a
 /// non-root `PATH` may lack), or [`Error::ToolMissing`].

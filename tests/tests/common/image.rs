@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::curl::{curl, Reply};
 use super::local_server::LocalServerThread;
+use super::stack::StackThread;
 use super::stand_in::StandIn;
 
 /// The content store behind the server.
@@ -25,6 +26,10 @@ pub enum Backend {
     /// `--aws`: S3 on LocalStack (the shared test bucket, under a prefix unique to the test) and
     /// whatever build queue the local server uses with it (named uniquely for the test).
     S3,
+    /// Not the local server: the serverless stack of template.yaml ([`super::stack`]), every
+    /// function's release binary under the Lambda Runtime API emulator behind the template's
+    /// CDN and HTTP API, on LocalStack (a bucket and queues of its own).
+    Stack,
 }
 
 /// Defines `mod fs` and `mod s3`, each with one `#[test]` per listed check; a check is a
@@ -48,17 +53,33 @@ macro_rules! backend_tests {
                 }
             )*
         }
+        mod stack {
+            $(
+                #[test]
+                fn $check() {
+                    super::$check($crate::common::image::Backend::Stack);
+                }
+            )*
+        }
     };
 }
 #[allow(unused_imports)]
 pub(crate) use backend_tests;
 
-/// A running `image-factory-local` reading a freshly generated stand-in release; stopped on drop.
+/// What serves the factory in a test.
+#[derive(Debug)]
+enum Server {
+    Local(LocalServerThread),
+    Stack(Box<StackThread>),
+}
+
+/// A running `image-factory-local` (or the serverless stack) reading a freshly generated
+/// stand-in release; stopped on drop.
 #[derive(Debug)]
 pub struct ImageServer {
     // Dropped in this order: the server stops before its data goes away.
-    server: LocalServerThread,
-    stats: Arc<BuildStats>,
+    server: Server,
+    stats: Option<Arc<BuildStats>>,
     store: Arc<dyn ContentStore>,
     index: Index,
     runtime: tokio::runtime::Runtime,
@@ -71,8 +92,12 @@ impl ImageServer {
         Self::start_with(backend, |_| {})
     }
 
-    /// As [`Self::start`], with the options adjusted by `configure` last.
+    /// As [`Self::start`], with the options adjusted by `configure` last (the local server's
+    /// options: on [`Backend::Stack`], `configure` is not called; use [`Self::start_stack`]).
     pub fn start_with(backend: Backend, configure: impl FnOnce(&mut factory_local::Options)) -> Self {
+        if backend == Backend::Stack {
+            return Self::start_stack(&[]);
+        }
         let stand_in = StandIn::generate();
         let data = tempfile::tempdir().expect("tempdir");
         let mut options = stand_in.options(&data.path().join("data"));
@@ -82,7 +107,7 @@ impl ImageServer {
             .build()
             .expect("runtime");
         let s3 = match backend {
-            Backend::Fs => None,
+            Backend::Fs | Backend::Stack => None,
             Backend::S3 => {
                 super::localstack_endpoint(); // Fails at once, with instructions, when unset.
                 let (client, bucket) = runtime.block_on(async {
@@ -105,9 +130,12 @@ impl ImageServer {
         let key_path = options.signing_key_path();
 
         let server = LocalServerThread::start(options, backend == Backend::S3, Duration::from_secs(240));
-        let stats = server
-            .build_stats()
-            .expect("the server has a builder (the release catalog is on)");
+        let stats = Some(
+            server
+                .build_stats()
+                .expect("the server has a builder (the release catalog is on)"),
+        );
+        let server = Server::Local(server);
         let store: Arc<dyn ContentStore> = match s3 {
             Some(s3) => Arc::new(s3),
             None => Arc::new(FsStore::new(store_dir).expect("open the server's store")),
@@ -126,8 +154,44 @@ impl ImageServer {
         }
     }
 
+    /// The serverless stack over the stand-in release, with template `parameters` overridden.
+    pub fn start_stack(parameters: &[(&str, &str)]) -> Self {
+        let stand_in = StandIn::generate();
+        let data = tempfile::tempdir().expect("tempdir");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let stack = StackThread::start(&stand_in, parameters);
+        let client = runtime.block_on(super::s3_client());
+        let store: Arc<dyn ContentStore> =
+            Arc::new(S3Store::new(client, stack.bucket().to_owned(), String::new()));
+        let index = Index::from_public_key_pem(Arc::clone(&store), &stack.key().public_key_pem())
+            .expect("index over the stack's store");
+        Self {
+            server: Server::Stack(Box::new(stack)),
+            stats: None,
+            store,
+            index,
+            runtime,
+            stand_in,
+            _data: data,
+        }
+    }
+
     pub fn url(&self) -> &str {
-        self.server.url()
+        match &self.server {
+            Server::Local(s) => s.url(),
+            Server::Stack(s) => s.url(),
+        }
+    }
+
+    /// The serverless stack, when this is one (its function logs).
+    pub fn stack(&self) -> Option<&StackThread> {
+        match &self.server {
+            Server::Stack(s) => Some(s),
+            Server::Local(_) => None,
+        }
     }
 
     /// The server's content store (a second handle on the same directory or bucket prefix).
@@ -147,12 +211,20 @@ impl ImageServer {
 
     /// Assets the server's builder assembled and published so far.
     pub fn built(&self) -> u64 {
-        self.stats.built()
+        match (&self.stats, &self.server) {
+            (Some(stats), _) => stats.built(),
+            (None, Server::Stack(stack)) => stack.built(),
+            (None, Server::Local(_)) => 0,
+        }
     }
 
     /// [`built_at_least`] of the server's builder.
     pub fn built_at_least(&self, n: u64) -> u64 {
-        built_at_least(&self.stats, n)
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.built() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.built()
     }
 
     /// The release kernel `kernel-amd64` must serve.

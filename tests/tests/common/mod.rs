@@ -22,6 +22,8 @@ pub mod image;
 pub mod inspect;
 pub mod local_server;
 pub mod oci;
+pub mod registry;
+pub mod stack;
 pub mod stand_in;
 
 /// What to do when the AWS-backed tests cannot run.
