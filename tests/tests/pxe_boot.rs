@@ -45,6 +45,11 @@ enum Firmware {
 }
 
 fn boot(firmware: Firmware) {
+    boot_from(firmware, false);
+}
+
+/// `stack`: the serverless stack of template.yaml serves instead of the local server.
+fn boot_from(firmware: Firmware, stack: bool) {
     let mut files = vec![(IPXE_ROM, "ipxe-qemu")];
     if firmware == Firmware::Uefi {
         files.extend([(OVMF_CODE, "ovmf"), (OVMF_VARS, "ovmf")]);
@@ -55,7 +60,12 @@ fn boot(firmware: Firmware) {
     ) {
         return;
     }
-    let server = GuestServer::start(boot_parts_dir().expect("checked above"), "pxe-boot");
+    let parts = boot_parts_dir().expect("checked above");
+    let server = if stack {
+        GuestServer::start_stack(parts)
+    } else {
+        GuestServer::start(parts, "pxe-boot")
+    };
     let id = server.post_schematic(SCHEMATIC);
     let script_path = format!("/pxe/{id}/{VERSION}/metal-amd64");
     assert_eq!(server.built(), 0, "a cold cache");
@@ -134,4 +144,12 @@ fn ipxe_bios_boots_talos_from_the_pxe_route() {
 #[test]
 fn ipxe_uefi_boots_talos_from_the_pxe_route() {
     boot(Firmware::Uefi);
+}
+
+/// The same boot through the deployed shape: the PXE script from the pxe function behind the
+/// HTTP API, the kernel and initramfs built by the builder function (fed by the SQS event source
+/// mapping) and fetched through the image function's redirects to the CDN's /assets/.
+#[test]
+fn ipxe_bios_boots_talos_through_the_serverless_stack() {
+    boot_from(Firmware::Bios, true);
 }

@@ -116,29 +116,26 @@ pub fn skip(what: &str, missing: Option<String>) -> bool {
 #[derive(Debug)]
 pub struct GuestServer {
     // Dropped in this order: the server stops before its release and data go away.
-    server: LocalServerThread,
+    server: Guest,
     port: u16,
-    stats: Arc<BuildStats>,
+    stats: Option<Arc<BuildStats>>,
     generated: Duration,
     _release: tempfile::TempDir,
     _data: tempfile::TempDir,
+}
+
+/// The local server, or the serverless stack of template.yaml.
+#[derive(Debug)]
+enum Guest {
+    Local(LocalServerThread),
+    Stack(Box<super::stack::StackThread>),
 }
 
 impl GuestServer {
     /// Generates the release with the boot parts in `parts` and starts the server; `name`
     /// (under 40 characters) starts its store prefix and queue name.
     pub fn start(parts: PathBuf, name: &str) -> Self {
-        super::localstack_endpoint(); // Fails at once, with instructions, when unset.
-        let started = Instant::now();
-        let release = tempfile::tempdir().expect("tempdir");
-        let summary = stand_in_release::generate(&stand_in_release::GenerateOptions {
-            out: release.path().to_owned(),
-            boot_parts: stand_in_release::BootPartsSource::Dir(parts),
-            key_pem: None,
-        })
-        .expect("generate the stand-in release");
-        assert!(summary.bootable, "{}", summary.payload);
-        let generated = started.elapsed();
+        let (release, generated) = Self::release(parts);
 
         let data = tempfile::tempdir().expect("tempdir");
         let mut options = Options::with_data_dir(data.path().join("data"));
@@ -161,13 +158,51 @@ impl GuestServer {
             .build_stats()
             .expect("a builder (the release catalog is on)");
         Self {
-            server,
+            server: Guest::Local(server),
             port,
-            stats,
+            stats: Some(stats),
             generated,
             _release: release,
             _data: data,
         }
+    }
+
+    /// As [`Self::start`], but the serverless stack of template.yaml serves (its own bucket
+    /// and queues on LocalStack, every cache cold), its CDN reached by the guest at
+    /// `10.0.2.2:<port>`.
+    pub fn start_stack(parts: PathBuf) -> Self {
+        let (release, generated) = Self::release(parts);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("address").port();
+        let stack = super::stack::StackThread::start_on(
+            release.path(),
+            &release.path().join("cosign.pub"),
+            &[],
+            Some((listener, format!("10.0.2.2:{port}"))),
+        );
+        Self {
+            server: Guest::Stack(Box::new(stack)),
+            port,
+            stats: None,
+            generated,
+            _release: release,
+            _data: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// The stand-in release with the real boot parts in `parts`; how long generating it took.
+    fn release(parts: PathBuf) -> (tempfile::TempDir, Duration) {
+        super::localstack_endpoint(); // Fails at once, with instructions, when unset.
+        let started = Instant::now();
+        let release = tempfile::tempdir().expect("tempdir");
+        let summary = stand_in_release::generate(&stand_in_release::GenerateOptions {
+            out: release.path().to_owned(),
+            boot_parts: stand_in_release::BootPartsSource::Dir(parts),
+            key_pem: None,
+        })
+        .expect("generate the stand-in release");
+        assert!(summary.bootable, "{}", summary.payload);
+        (release, started.elapsed())
     }
 
     pub fn port(&self) -> u16 {
@@ -186,12 +221,20 @@ impl GuestServer {
 
     /// Assets the server's builder assembled and published so far.
     pub fn built(&self) -> u64 {
-        self.stats.built()
+        match (&self.stats, &self.server) {
+            (Some(stats), _) => stats.built(),
+            (None, Guest::Stack(stack)) => stack.built(),
+            (None, Guest::Local(_)) => 0,
+        }
     }
 
     /// Waits (bounded) until the builder counted `n` published builds; the count then.
     pub fn built_at_least(&self, n: u64) -> u64 {
-        super::image::built_at_least(&self.stats, n)
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.built() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.built()
     }
 
     /// `curl` with the guest's address of the server mapped to loopback (redirects point there).

@@ -30,7 +30,7 @@ pub struct Options {
     pub functions_dir: PathBuf,
     /// Also the prefix of every bucket and queue created (unique per test).
     pub stack_name: String,
-    /// Template parameter overrides. `ExternalUrl` defaults to the front's URL.
+    /// Template parameter overrides. `ExternalUrl` defaults to the front's URL (`http://<CDN domain>/`).
     pub parameters: BTreeMap<String, String>,
     /// Secrets Manager values for the template's dynamic references, by secret name.
     pub secrets: BTreeMap<String, String>,
@@ -78,9 +78,10 @@ impl Stack {
         let template = Template::load(&options.template)?;
 
         let mut overrides = options.parameters.clone();
+        // As the local server's default external URL: with the root path's slash.
         overrides
             .entry("ExternalUrl".into())
-            .or_insert_with(|| url.clone());
+            .or_insert_with(|| format!("{url}/"));
         let mut context = Context {
             refs: template.parameters(&overrides)?,
             ..Context::default()
