@@ -120,8 +120,6 @@ struct PoolState {
 pub struct FunctionStats {
     pub cold_starts: AtomicU64,
     pub invocations: AtomicU64,
-    /// Nanoseconds from the last cold start's spawn to its first `next`.
-    pub last_init_nanos: AtomicU64,
 }
 
 #[derive(Debug)]
