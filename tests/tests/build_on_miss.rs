@@ -122,7 +122,10 @@ fn altered_bytes_are_rebuilt_not_served(backend: Backend) {
         assert_same_bytes(&read_object(&server, &key), &kernel, what);
     }
 
-    // A flipped hex digit in the index record's signature: a miss, rebuilt, served correctly.
+    // A flipped hex digit in the index record's signature: a miss for every reader that has not
+    // verified the record before, so a new process (a new Lambda environment) rebuilds. The
+    // running one verified it already and kept it (factory_pipeline::index: a signed record
+    // stays true once made); it serves the intact object it names, and builds nothing.
     let index_key = format!("index/{cache_key}.json");
     let (_, body) = server.block_on(server.store().get(&index_key)).unwrap().unwrap();
     let mut envelope: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -143,6 +146,17 @@ fn altered_bytes_are_rebuilt_not_served(backend: Backend) {
         None,
         "a record with a bad signature is a miss"
     );
+    let served = download(&url, &path);
+    assert_eq!(served.status, 200, "{}", served.text());
+    assert_same_bytes(&served.body, &kernel, "after the signature was tampered with");
+    assert_eq!(
+        server.built_at_least(builds),
+        builds,
+        "the process serves the record it verified: no rebuild"
+    );
+    // Once the object is gone too, the warm path's HEAD fails, the process drops what it
+    // remembered and reads the store: the tampered record is a miss, rebuilt exactly once.
+    server.block_on(server.store().delete(&key)).unwrap();
     let served = download(&url, &path);
     assert_eq!(served.status, 200, "{}", served.text());
     assert_same_bytes(&served.body, &kernel, "after the signature was tampered with");

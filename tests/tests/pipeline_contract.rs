@@ -579,7 +579,9 @@ async fn tampered_index_signature_is_a_miss_and_rebuilt(fixture: &Fixture) {
     assert!(stranger.lookup(&key).await.unwrap().is_none());
     assert!(s.pipeline.index().lookup(&key).await.unwrap().is_some());
 
-    // Tamper again (signature bytes this time); the next request rebuilds and republishes.
+    // Tamper again (signature bytes this time): a new process (a new pipeline over the same
+    // store) finds a miss and rebuilds and republishes; the running one verified the record
+    // before and keeps serving it (its object is intact), building nothing.
     envelope["payload"] =
         serde_json::from_slice::<serde_json::Value>(&s.store.get(&index_key).await.unwrap().unwrap().1)
             .unwrap()["payload"]
@@ -597,7 +599,10 @@ async fn tampered_index_signature_is_a_miss_and_rebuilt(fixture: &Fixture) {
         .await
         .unwrap();
     assert!(s.pipeline.index().lookup(&key).await.unwrap().is_none());
-    let rebuilt = served(&s.pipeline, &key, &spec).await;
+    assert_eq!(served(&s.pipeline, &key, &spec).await, published);
+    assert_eq!(s.dummy.calls(), 1, "the running pipeline rebuilt nothing");
+    let fresh = Pipeline::new(index(fixture, &s.key), s.queue.clone(), poll());
+    let rebuilt = served(&fresh, &key, &spec).await;
     assert_eq!(rebuilt.sha256, published.sha256);
     assert_eq!(s.dummy.calls(), 2);
 }

@@ -167,6 +167,7 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         let mut response = plain_text(status, self.public_message());
+        crate::cache_control::set(&mut response, crate::cache_control::NO_STORE);
         if let Some(secs) = retry_after {
             response
                 .headers_mut()

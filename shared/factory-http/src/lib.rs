@@ -8,6 +8,7 @@
 //! is everything (the local server).
 //! Lambda wraps the result with `lambda_http::run`; tests call it with `tower::ServiceExt::oneshot`.
 
+pub mod cache_control;
 mod config;
 mod cors;
 mod error;

@@ -1,12 +1,16 @@
 //! Schematic storage over the content store: write-once objects `schematics/<id>` holding the
 //! canonical YAML. Content addressing makes writes idempotent, and the conditional put keeps
 //! concurrent creators (many Lambdas) from racing: the first write wins, later ones are no-ops.
+//!
+//! Reads are checked against the address (the stored bytes must hash to the ID they are stored
+//! under: anything else is corrupt, not served), then remembered by the process ([`Memo`]): a
+//! schematic never changes for its ID, so a warm request does not ask the store again.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use factory_core::schematic::{Schematic, SchematicError, SchematicId};
-use factory_store::{ContentStore, PutCondition, PutOutcome, StoreError};
+use factory_store::{ContentStore, Memo, PutCondition, PutOutcome, StoreError};
 
 /// Content type of stored schematics (and of `GET /schematics/{id}`).
 pub const SCHEMATIC_CONTENT_TYPE: &str = "application/yaml";
@@ -32,11 +36,27 @@ pub enum PutResult {
 #[derive(Debug, Clone)]
 pub struct SchematicRepo {
     store: Arc<dyn ContentStore>,
+    /// Checked schematics by ID (shared by clones).
+    read: Arc<Memo<SchematicId, Arc<Stored>>>,
 }
+
+/// A stored schematic as read and checked.
+#[derive(Debug)]
+struct Stored {
+    canonical: String,
+    /// The parse, or why it failed (`GET /schematics/{id}` serves the bytes either way).
+    schematic: Result<Schematic, String>,
+}
+
+/// Schematics a process keeps in memory (each a few hundred bytes to a few KiB).
+const MEMO_ENTRIES: usize = 4096;
 
 impl SchematicRepo {
     pub fn new(store: Arc<dyn ContentStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            read: Arc::new(Memo::new(MEMO_ENTRIES)),
+        }
     }
 
     /// The object key of a schematic.
@@ -67,27 +87,44 @@ impl SchematicRepo {
 
     /// The stored canonical YAML, `None` when no such schematic exists.
     pub async fn get_canonical(&self, id: &SchematicId) -> Result<Option<String>, RepoError> {
-        let Some((_, bytes)) = self.store.get(&Self::key(id)).await? else {
-            return Ok(None);
-        };
-        String::from_utf8(bytes.to_vec())
-            .map(Some)
-            .map_err(|e| RepoError::Corrupt {
-                id: id.clone(),
-                reason: e.to_string(),
-            })
+        Ok(self.read(id).await?.map(|stored| stored.canonical.clone()))
     }
 
     /// The stored schematic, parsed (for routes that build from it).
     pub async fn get(&self, id: &SchematicId) -> Result<Option<Schematic>, RepoError> {
-        let Some(canonical) = self.get_canonical(id).await? else {
+        let Some(stored) = self.read(id).await? else {
             return Ok(None);
         };
-        Schematic::parse(canonical.as_bytes())
-            .map(Some)
-            .map_err(|e: SchematicError| RepoError::Corrupt {
+        match &stored.schematic {
+            Ok(schematic) => Ok(Some(schematic.clone())),
+            Err(reason) => Err(RepoError::Corrupt {
                 id: id.clone(),
-                reason: e.to_string(),
-            })
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// From memory, else from the store: checked against its address and parsed, then kept.
+    /// Absence is not remembered (the schematic may be created a moment later).
+    async fn read(&self, id: &SchematicId) -> Result<Option<Arc<Stored>>, RepoError> {
+        if let Some(stored) = self.read.get(id) {
+            return Ok(Some(stored));
+        }
+        let Some((_, bytes)) = self.store.get(&Self::key(id)).await? else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| RepoError::Corrupt {
+            id: id.clone(),
+            reason,
+        };
+        let canonical = String::from_utf8(bytes.to_vec()).map_err(|e| corrupt(e.to_string()))?;
+        let actual = SchematicId::of_canonical(&canonical);
+        if &actual != id {
+            return Err(corrupt(format!("its content hashes to {actual}")));
+        }
+        let schematic = Schematic::parse(canonical.as_bytes()).map_err(|e: SchematicError| e.to_string());
+        let stored = Arc::new(Stored { canonical, schematic });
+        self.read.insert(id.clone(), Arc::clone(&stored));
+        Ok(Some(stored))
     }
 }

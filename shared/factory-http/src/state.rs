@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use factory_pipeline::Pipeline;
 use factory_registry::RegistryReader;
-use factory_store::ContentStore;
+use factory_store::{ContentStore, Memo};
 use factory_upstream::ReleaseCatalog;
 
 use crate::{ApiError, HttpConfig, SchematicRepo};
@@ -20,7 +20,22 @@ pub struct AppState {
     image_wait_budget: Duration,
     registry: Option<Arc<RegistryReader>>,
     registry_wait_budget: Duration,
+    /// The image route's resolved requests (see [`PlanMemo`]).
+    plans: Arc<PlanMemo>,
 }
+
+/// The image route's successful resolutions, `(schematic ID, version as asked, path)` → cache key
+/// and build spec: everything before the pipeline, which a warm download would otherwise redo
+/// (profile, extensions, digests, spec JSON, its hash). What they derive from is immutable
+/// (the schematic, the catalogs) or memoised for a while itself (the version list, the imager
+/// tag's digest, 15 minutes); kept [`PLAN_TTL`] so that a change of those shows up as soon as it
+/// would without this memo, give or take that. Failures are not kept.
+pub(crate) type PlanMemo = Memo<(String, String, String), Arc<crate::routes::build::BuildRequest>>;
+
+/// How long a resolved image request is reused.
+pub(crate) const PLAN_TTL: Duration = Duration::from_secs(5 * 60);
+/// Resolved image requests a process keeps.
+const PLAN_ENTRIES: usize = 16 * 1024;
 
 /// How long an image request waits for a build before answering `503` (well under API
 /// Gateway's 29 s).
@@ -50,7 +65,12 @@ impl AppState {
             image_wait_budget: DEFAULT_IMAGE_WAIT_BUDGET,
             registry: None,
             registry_wait_budget: DEFAULT_IMAGE_WAIT_BUDGET,
+            plans: Arc::new(Memo::with_ttl(PLAN_ENTRIES, PLAN_TTL)),
         }
+    }
+
+    pub(crate) fn plans(&self) -> &PlanMemo {
+        &self.plans
     }
 
     /// Adds the build-on-miss pipeline the image route uses.

@@ -25,4 +25,4 @@ mod upstream;
 
 pub use error::LocalError;
 pub use options::{Options, UpstreamChoice, DEFAULT_BUCKET, DEFAULT_BUILD_QUEUE, DEFAULT_UPSTREAM};
-pub use server::{poll_build_queue, run_build_poller, serve, LocalServer, PollRound};
+pub use server::{poll_build_queue, run_build_poller, serve, LocalServer, PollRound, RequestCounts};

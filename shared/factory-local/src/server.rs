@@ -13,7 +13,8 @@ use factory_registry::{FactoryAssembler, RegistryReader};
 use factory_signing::SigningKey;
 use factory_store::fs::FsStore;
 use factory_store::memory::MemoryQueue;
-use factory_store::{BuildQueue, ContentStore, QueueError};
+use factory_store::{BuildQueue, ContentStore, CountingStore, QueueError, StoreCounts};
+use factory_upstream::SourceCounts;
 use tokio::net::TcpListener;
 
 use crate::{LocalError, Options};
@@ -28,6 +29,14 @@ pub struct LocalServer {
     signing_key_path: std::path::PathBuf,
     /// The build queue and the builder polling it (absent without a release catalog).
     builder: Option<BuildWorker>,
+    counts: RequestCounts,
+}
+
+/// Counters of the requests the server made of its content store and of the upstream.
+#[derive(Debug, Clone)]
+pub struct RequestCounts {
+    pub store: Arc<StoreCounts>,
+    pub upstream: Arc<SourceCounts>,
 }
 
 /// The build queue, where its events say they come from, and the builder handling them.
@@ -79,9 +88,14 @@ impl LocalServer {
             None
         };
         let (store, store_description) = open_store(&options, sdk.as_ref()).await?;
+        // Counted (relaxed atomic increments) for tests and reports of what a request costs.
+        let counting = CountingStore::new(store);
+        let store_counts = counting.counts();
+        let store: Arc<dyn ContentStore> = Arc::new(counting);
         let signing_key_path = options.signing_key_path();
         let key = Arc::new(SigningKey::load_or_generate(&signing_key_path)?);
-        let (catalog, upstream_description) = crate::upstream::catalog(&options, Arc::clone(&store)).await?;
+        let (catalog, upstream_description, upstream_counts) =
+            crate::upstream::catalog(&options, Arc::clone(&store)).await?;
         let state = AppState::new(Arc::clone(&store), config)
             .with_signing_key_pem(key.public_key_pem())
             .with_image_wait_budget(Duration::from_secs(options.image_wait_seconds))
@@ -126,7 +140,16 @@ impl LocalServer {
             upstream_description,
             signing_key_path,
             builder,
+            counts: RequestCounts {
+                store: store_counts,
+                upstream: upstream_counts,
+            },
         })
+    }
+
+    /// Requests made so far of the content store and of the upstream.
+    pub fn request_counts(&self) -> RequestCounts {
+        self.counts.clone()
     }
 
     /// The builder's counters (absent without a release catalog): how many assets it built.

@@ -9,7 +9,9 @@ use factory_upstream::catalog::DEFAULT_DISPLAY_REGISTRY;
 use factory_upstream::layout::{LayoutSource, COSIGN_KEY_FILE};
 use factory_upstream::registry::RegistrySource;
 use factory_upstream::verify::Verification;
-use factory_upstream::{CatalogConfig, OciSource, ReleaseCatalog, Upstream, UpstreamConfig};
+use factory_upstream::{
+    CatalogConfig, CountingSource, OciSource, ReleaseCatalog, SourceCounts, Upstream, UpstreamConfig,
+};
 
 use crate::options::UpstreamChoice;
 use crate::{LocalError, Options};
@@ -18,11 +20,12 @@ use crate::{LocalError, Options};
 pub(crate) type CatalogSetup = Result<Arc<ReleaseCatalog>, String>;
 
 /// Builds the catalog `--upstream` asks for, generating the stand-in release first for `demo`.
-/// Returns it (or the reason it is off) and a one-line description for the banner.
+/// Returns it (or the reason it is off), a one-line description for the banner, and the
+/// counters of the requests made of the upstream.
 pub(crate) async fn catalog(
     options: &Options,
     store: Arc<dyn ContentStore>,
-) -> Result<(CatalogSetup, String), LocalError> {
+) -> Result<(CatalogSetup, String, Arc<SourceCounts>), LocalError> {
     let (source, display_registry, default_key): (Arc<dyn OciSource>, String, Option<PathBuf>) =
         match &options.upstream {
             UpstreamChoice::Registry(url) => {
@@ -47,6 +50,9 @@ pub(crate) async fn catalog(
             }
         };
     let description = source.describe();
+    let counting = CountingSource::new(source);
+    let counts = counting.counts();
+    let source: Arc<dyn OciSource> = Arc::new(counting);
 
     let key_file = options.upstream_cosign_key.clone().or(default_key);
     let verification = match (key_file, options.upstream_no_verify) {
@@ -62,7 +68,11 @@ pub(crate) async fn catalog(
                  keyless verification is not supported)"
             );
             tracing::warn!("{reason}");
-            return Ok((Err(reason), format!("{description} (catalog off: no cosign key)")));
+            return Ok((
+                Err(reason),
+                format!("{description} (catalog off: no cosign key)"),
+                counts,
+            ));
         }
     };
     let verified = if verification.is_disabled() {
@@ -78,7 +88,11 @@ pub(crate) async fn catalog(
         ..CatalogConfig::default()
     };
     let catalog = ReleaseCatalog::new(upstream, store, config);
-    Ok((Ok(Arc::new(catalog)), format!("{description} ({verified})")))
+    Ok((
+        Ok(Arc::new(catalog)),
+        format!("{description} ({verified})"),
+        counts,
+    ))
 }
 
 fn read_key(path: &Path) -> Result<Verification, LocalError> {

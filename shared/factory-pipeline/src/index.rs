@@ -13,13 +13,22 @@
 //!   **miss**, logged: the consequence is a rebuild, never serving something unverified.
 //! * [`Index::verify_object`] re-hashes the object, streaming, before it is served or when
 //!   checking: the object store (or CDN origin) is not trusted to keep bytes unaltered.
+//! * Each process remembers the records it verified ([`Index::remembered`]): a record is the
+//!   signed statement "this cache key is this object", true for good once made, so a warm
+//!   request need not read and verify it again. What can still change is the object under it
+//!   (deleted, overwritten): the request side keeps its one `HEAD` per hit
+//!   ([`Index::check_object`]) and forgets the remembered record when that check fails, so an
+//!   altered or missing object is never redirected to, with or without the memo. A record
+//!   replaced in the store by a rebuild (same cache key, new object) is picked up when the old
+//!   object fails that check, or when the process ends; until then the old object, intact, is
+//!   served, which is as correct as the new one (same inputs).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use factory_signing::SigningKey;
-use factory_store::{ContentStore, PutCondition};
+use factory_store::{ContentStore, Memo, PutCondition};
 use futures::StreamExt;
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{DerSignature, VerifyingKey};
@@ -116,11 +125,30 @@ impl Publisher {
 pub struct Index {
     store: Arc<dyn ContentStore>,
     verifying_key: VerifyingKey,
+    /// Records this process verified, by cache key (shared by clones).
+    verified: Arc<Memo<String, Published>>,
 }
+
+/// Verified records a process keeps (a few hundred bytes each).
+const VERIFIED_MEMO_ENTRIES: usize = 16 * 1024;
 
 impl Index {
     pub fn new(store: Arc<dyn ContentStore>, verifying_key: VerifyingKey) -> Self {
-        Self { store, verifying_key }
+        Self {
+            store,
+            verifying_key,
+            verified: Arc::new(Memo::new(VERIFIED_MEMO_ENTRIES)),
+        }
+    }
+
+    /// A record this process verified before, without asking the store.
+    pub fn remembered(&self, cache_key: &str) -> Option<Published> {
+        self.verified.get(&cache_key.to_owned())
+    }
+
+    /// Forgets a remembered record (its object failed a check).
+    pub fn forget(&self, cache_key: &str) {
+        self.verified.remove(&cache_key.to_owned());
     }
 
     /// An index verifying with the public key PEM the factory publishes (`PUBLIC KEY`, PKIX).
@@ -151,7 +179,10 @@ impl Index {
             });
         };
         let published = match self.verify(cache_key, &body) {
-            Ok(record) => Some(record),
+            Ok(record) => {
+                self.verified.insert(cache_key.to_owned(), record.clone());
+                Some(record)
+            }
             Err(reason) => {
                 tracing::warn!(cache_key, etag = %meta.etag, %reason, "index record rejected; treating as a miss");
                 None

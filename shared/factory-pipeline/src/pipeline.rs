@@ -92,6 +92,14 @@ impl Pipeline {
     ) -> Result<Response, PipelineError> {
         validate_cache_key(cache_key)?;
         let deadline = tokio::time::Instant::now() + wait_budget;
+        // The warm path: a record verified earlier, and one `HEAD` that its object is intact.
+        if let Some(published) = self.index.remembered(cache_key) {
+            if self.intact(&published).await? {
+                return Ok(Response::Served(published));
+            }
+            // Whatever the store now holds for the key decides, as on a cold lookup.
+            self.index.forget(cache_key);
+        }
         let index = self.index.lookup_with_etag(cache_key).await?;
         let replaced = match index.published {
             Some(published) => {

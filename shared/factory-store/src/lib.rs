@@ -9,11 +9,15 @@
 //! Both traits are object safe so that the HTTP layer and the builder hold `Arc<dyn ...>` and the
 //! same code runs in Lambda, in the local server and in the tests.
 
+pub mod counting;
 pub mod fs;
+pub mod memo;
 pub mod memory;
 mod queue;
 mod store;
 
+pub use counting::{CountingStore, StoreCounts};
+pub use memo::Memo;
 pub use queue::{BuildQueue, QueueError, QueueMessage, ReceivedMessage};
 pub use store::{
     validate_key, ByteStream, ContentStore, ObjectMeta, PresignHeaders, PutCondition, PutOutcome, StoreError,

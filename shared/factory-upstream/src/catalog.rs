@@ -13,15 +13,21 @@
 //!
 //! Only successes are written: a failed fetch, a refused signature or a malformed catalog leaves
 //! the cache as it was, and the next request tries again.
+//!
+//! In front of the store cache, each process keeps what it read in memory ([`Memo`]): the
+//! filtered version list until the same moment the store entry goes stale (`fetched_at` +
+//! TTL: a new release shows up no later than it did without the memo), and each version's
+//! catalogs for good (a published release's catalog does not change). A warm request then asks
+//! the store nothing for them.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use factory_core::arch::Arch;
 use factory_core::catalog::{parse_extensions, parse_overlays, ExtensionEntry, OverlayEntry};
 use factory_core::version::{filter_versions, TalosVersion, DEFAULT_MIN_VERSION};
-use factory_store::{ContentStore, PutCondition};
+use factory_store::{ContentStore, Memo, PutCondition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -108,7 +114,15 @@ pub struct ReleaseCatalog {
     upstream: Arc<Upstream>,
     store: Arc<dyn ContentStore>,
     config: CatalogConfig,
+    /// The offered versions, until the list they were filtered from goes stale (one key: `()`).
+    versions: Memo<(), Arc<Vec<TalosVersion>>>,
+    /// Catalogs by the version's tag (as offered): immutable once published.
+    extensions: Memo<String, Arc<Vec<ExtensionEntry>>>,
+    overlays: Memo<String, Arc<Vec<OverlayEntry>>>,
 }
+
+/// Versions whose catalogs a process keeps in memory (a few dozen are offered at a time).
+const CATALOG_MEMO_VERSIONS: usize = 256;
 
 impl ReleaseCatalog {
     pub fn new(upstream: Arc<Upstream>, store: Arc<dyn ContentStore>, config: CatalogConfig) -> Self {
@@ -116,6 +130,9 @@ impl ReleaseCatalog {
             upstream,
             store,
             config,
+            versions: Memo::new(1),
+            extensions: Memo::new(CATALOG_MEMO_VERSIONS),
+            overlays: Memo::new(CATALOG_MEMO_VERSIONS),
         }
     }
 
@@ -134,24 +151,41 @@ impl ReleaseCatalog {
 
     /// The versions offered, ascending (spec §10.1).
     pub async fn versions(&self) -> Result<Vec<TalosVersion>, UpstreamError> {
-        let tags = self.version_tags().await?;
-        Ok(filter_versions(
-            &tags,
-            &self.config.min_version,
-            &self.config.broken,
-        ))
+        Ok(self.offered().await?.as_ref().clone())
     }
 
     /// Whether `version` is offered.
     pub async fn is_available(&self, version: &TalosVersion) -> Result<bool, UpstreamError> {
-        Ok(self.versions().await?.contains(version))
+        Ok(self.offered().await?.contains(version))
+    }
+
+    /// The offered versions, from memory while the list they came from is fresh.
+    async fn offered(&self) -> Result<Arc<Vec<TalosVersion>>, UpstreamError> {
+        if let Some(versions) = self.versions.get(&()) {
+            return Ok(versions);
+        }
+        let (tags, fresh_until) = self.version_tags().await?;
+        let versions = Arc::new(filter_versions(
+            &tags,
+            &self.config.min_version,
+            &self.config.broken,
+        ));
+        if let Some(until) = fresh_until {
+            self.versions.insert_until((), Arc::clone(&versions), Some(until));
+        }
+        Ok(versions)
     }
 
     /// The official extensions of an offered version, in catalog order.
     pub async fn extensions(&self, version: &TalosVersion) -> Result<Vec<ExtensionEntry>, CatalogError> {
         let version = &self.require_available(version).await?;
+        let tag = version.to_string();
+        if let Some(entries) = self.extensions.get(&tag) {
+            return Ok(entries.as_ref().clone());
+        }
         let key = catalog_cache_key(version, "extensions");
         if let Some(entries) = self.read_catalog(&key).await {
+            self.extensions.insert(tag, Arc::new(entries.clone()));
             return Ok(entries);
         }
         let repository = self.upstream.config().components.extensions.clone();
@@ -173,6 +207,7 @@ impl ReleaseCatalog {
         };
         let entries = parse_extensions(digests, descriptions).map_err(|e| invalid(e.to_string()))?;
         self.write_catalog(&key, &entries).await;
+        self.extensions.insert(tag, Arc::new(entries.clone()));
         Ok(entries)
     }
 
@@ -183,8 +218,13 @@ impl ReleaseCatalog {
             return Ok(Vec::new());
         }
         let version = &self.require_available(version).await?;
+        let tag = version.to_string();
+        if let Some(entries) = self.overlays.get(&tag) {
+            return Ok(entries.as_ref().clone());
+        }
         let key = catalog_cache_key(version, "overlays");
         if let Some(entries) = self.read_catalog(&key).await {
+            self.overlays.insert(tag, Arc::new(entries.clone()));
             return Ok(entries);
         }
         let repository = self.upstream.config().components.overlays.clone();
@@ -199,16 +239,18 @@ impl ReleaseCatalog {
         let entries =
             parse_overlays(utf8(OVERLAYS, yaml).map_err(invalid)?).map_err(|e| invalid(e.to_string()))?;
         self.write_catalog(&key, &entries).await;
+        self.overlays.insert(tag, Arc::new(entries.clone()));
         Ok(entries)
     }
 
     /// The offered version equal to `version`, as listed: equality ignores build metadata
     /// (`1.12.1+x`), and the tag and cache key must be those of the release itself.
     async fn require_available(&self, version: &TalosVersion) -> Result<TalosVersion, CatalogError> {
-        self.versions()
+        self.offered()
             .await?
-            .into_iter()
-            .find(|offered| offered == version)
+            .iter()
+            .find(|offered| *offered == version)
+            .cloned()
             .ok_or_else(|| CatalogError::NotAvailable(version.clone()))
     }
 
@@ -226,7 +268,9 @@ impl ReleaseCatalog {
 
     /// The imager's tags: from the cache while fresh, else from the upstream (then cached), else
     /// from a stale cache entry when the upstream fails.
-    async fn version_tags(&self) -> Result<Vec<String>, UpstreamError> {
+    /// Also says until when the list is fresh (`None` for a stale or empty one, which the caller
+    /// must not keep: the next request tries the upstream again).
+    async fn version_tags(&self) -> Result<(Vec<String>, Option<Instant>), UpstreamError> {
         let source = self.upstream.describe();
         let cached = self
             .read_json::<CachedTags>(VERSIONS_CACHE_KEY)
@@ -235,8 +279,10 @@ impl ReleaseCatalog {
         let now = unix_now();
         if let Some(c) = &cached {
             // A timestamp ahead of this host's clock (skew between hosts) counts as just fetched.
-            if now.saturating_sub(c.fetched_at) < self.config.versions_ttl.as_secs() {
-                return Ok(c.tags.clone());
+            let age = now.saturating_sub(c.fetched_at);
+            if age < self.config.versions_ttl.as_secs() {
+                let left = self.config.versions_ttl.saturating_sub(Duration::from_secs(age));
+                return Ok((c.tags.clone(), Instant::now().checked_add(left)));
             }
         }
         let imager = &self.upstream.config().components.imager;
@@ -245,9 +291,9 @@ impl ReleaseCatalog {
             Ok(tags) if tags.is_empty() => match cached {
                 Some(stale) => {
                     tracing::warn!(%source, repository = %imager, "the upstream lists no tags; serving the previous version list");
-                    Ok(stale.tags)
+                    Ok((stale.tags, None))
                 }
-                None => Ok(tags),
+                None => Ok((tags, None)),
             },
             Ok(tags) => {
                 let entry = CachedTags {
@@ -256,12 +302,12 @@ impl ReleaseCatalog {
                     tags,
                 };
                 self.write_json(VERSIONS_CACHE_KEY, &entry).await;
-                Ok(entry.tags)
+                Ok((entry.tags, Instant::now().checked_add(self.config.versions_ttl)))
             }
             Err(error) => match cached {
                 Some(stale) => {
                     tracing::warn!(%error, age_secs = now.saturating_sub(stale.fetched_at), "listing Talos versions failed; serving the stale cached list");
-                    Ok(stale.tags)
+                    Ok((stale.tags, None))
                 }
                 None => Err(error),
             },

@@ -11,9 +11,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use factory_core::arch::Arch;
+use factory_store::Memo;
 use tokio::sync::{mpsc, oneshot};
 
 pub use extract::ExtractSummary;
@@ -38,7 +40,20 @@ pub struct Upstream {
     config: UpstreamConfig,
     /// Whether the "verification disabled" warning was logged (once per instance).
     warned_disabled: AtomicBool,
+    /// Verified resolutions by (repository, reference): by digest for good (content addressed),
+    /// by tag for [`RESOLVED_TAG_TTL`].
+    resolved: Memo<(String, String), ResolvedImage>,
 }
+
+/// How long a process reuses a tag's verified digest before asking the registry again. Every
+/// image request resolves the imager tag of its version; without this each one would cost a
+/// registry round trip and a signature check. Release tags are not moved upstream; were one
+/// moved, a process would pick the new digest up within this time (the version list's own TTL
+/// is 15 minutes too).
+pub const RESOLVED_TAG_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// Resolutions a process keeps (each holds a manifest of a few KiB).
+const RESOLVED_MEMO_ENTRIES: usize = 1024;
 
 /// A repository reference resolved to its top-level digest (signature checked).
 #[derive(Debug, Clone)]
@@ -64,6 +79,7 @@ impl Upstream {
             source,
             config,
             warned_disabled: AtomicBool::new(false),
+            resolved: Memo::new(RESOLVED_MEMO_ENTRIES),
         }
     }
 
@@ -86,6 +102,25 @@ impl Upstream {
 
     /// repository:reference (tag or digest) → top-level digest, cosign-verified (unless disabled).
     pub async fn resolve(&self, repository: &str, reference: &str) -> Result<ResolvedImage, UpstreamError> {
+        let memo_key = (repository.to_owned(), reference.to_owned());
+        if let Some(resolved) = self.resolved.get(&memo_key) {
+            return Ok(resolved);
+        }
+        let resolved = self.resolve_uncached(repository, reference).await?;
+        let expires = if is_digest_reference(reference) {
+            None
+        } else {
+            Instant::now().checked_add(RESOLVED_TAG_TTL)
+        };
+        self.resolved.insert_until(memo_key, resolved.clone(), expires);
+        Ok(resolved)
+    }
+
+    async fn resolve_uncached(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<ResolvedImage, UpstreamError> {
         let manifest = self.source.manifest(repository, reference).await?;
         // Adapters check this too; a second look costs nothing and guards against a faulty one.
         if is_digest_reference(reference) && manifest.digest != reference {

@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod counting;
 pub mod digest;
 pub mod image;
 pub mod layout;
@@ -17,6 +18,7 @@ pub mod verify;
 
 pub use catalog::{CatalogConfig, CatalogError, ReleaseCatalog};
 pub use config::{Components, UpstreamConfig};
+pub use counting::{CountingSource, SourceCounts};
 pub use image::{ExtractSummary, PlatformImage, ResolvedImage, Upstream};
 pub use layout::{LayoutSource, COSIGN_KEY_FILE};
 pub use registry::RegistrySource;

@@ -194,6 +194,16 @@ impl ImageServer {
         }
     }
 
+    /// How many requests the local server made of its store and of the upstream (`None` for the
+    /// stack: its functions count nothing the test can read).
+    #[allow(dead_code)] // Not every test binary looks.
+    pub fn request_counts(&self) -> Option<&factory_local::RequestCounts> {
+        match &self.server {
+            Server::Local(s) => Some(s.request_counts()),
+            Server::Stack(_) => None,
+        }
+    }
+
     /// The server's content store (a second handle on the same directory or bucket prefix).
     pub fn store(&self) -> &Arc<dyn ContentStore> {
         &self.store

@@ -5,16 +5,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use factory_local::{LocalServer, Options};
+use factory_local::{LocalServer, Options, RequestCounts};
 use factory_pipeline::BuildStats;
 
-/// What the server thread reports once it listens: its URL and its builder's counters.
-type Ready = Result<(String, Option<Arc<BuildStats>>), String>;
+/// What the server thread reports once it listens: its URL, its builder's counters and its
+/// store and upstream request counters.
+type Ready = Result<(String, Option<Arc<BuildStats>>, RequestCounts), String>;
 
 #[derive(Debug)]
 pub struct LocalServerThread {
     url: String,
     build_stats: Option<Arc<BuildStats>>,
+    request_counts: RequestCounts,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -52,7 +54,11 @@ impl LocalServerThread {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
                 match LocalServer::prepare(options, listener).await {
                     Ok(server) => {
-                        let _ = ready_tx.send(Ok((server.url().to_owned(), server.build_stats())));
+                        let _ = ready_tx.send(Ok((
+                            server.url().to_owned(),
+                            server.build_stats(),
+                            server.request_counts(),
+                        )));
                         let result = server.run(async {
                             let _ = stopped.await;
                         });
@@ -66,7 +72,7 @@ impl LocalServerThread {
                 }
             });
         });
-        let (url, build_stats) = match ready_rx.recv_timeout(ready_within) {
+        let (url, build_stats, request_counts) = match ready_rx.recv_timeout(ready_within) {
             Ok(Ok(ready)) => ready,
             Ok(Err(e)) => panic!("image-factory-local did not start: {e}"),
             // The thread panicked before reporting (e.g. LocalStack checks): show why.
@@ -78,6 +84,7 @@ impl LocalServerThread {
         Self {
             url,
             build_stats,
+            request_counts,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -92,6 +99,12 @@ impl LocalServerThread {
     /// `built()` is how many assets it assembled and published.
     pub fn build_stats(&self) -> Option<Arc<BuildStats>> {
         self.build_stats.clone()
+    }
+
+    /// How many requests the server made of its content store and of the upstream so far.
+    #[allow(dead_code)] // Not every test binary looks.
+    pub fn request_counts(&self) -> &RequestCounts {
+        &self.request_counts
     }
 }
 

@@ -4,7 +4,9 @@
 //! template's CDN and HTTP API routes, the builder fed by the SQS event source mapping, on
 //! LocalStack, with the stand-in release in a real registry (the functions read their upstream
 //! over HTTP, as from ghcr.io). Each stack has its own bucket and queues (its stack name is
-//! unique), and a signing key of its own in the template's secret.
+//! unique), and a signing key of its own in the template's secret; or, with
+//! [`StackThread::start_existing`], the bucket, queues and secret of a stack CloudFormation
+//! deployed (`cloudformation.rs`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -70,13 +72,45 @@ impl StackThread {
         parameters: &[(&str, &str)],
         front: Option<(std::net::TcpListener, String)>,
     ) -> Self {
+        Self::start_inner(release, cosign_key, parameters, front, None)
+    }
+
+    /// As [`Self::start`], against the bucket and queues of the CloudFormation stack `stack`
+    /// (`scripts/deploy-localstack`); the functions' signing key comes from its secret in Secrets
+    /// Manager, which must hold `key` (the template's `SigningKeySecretName`, which `parameters` may
+    /// override).
+    pub fn start_existing(
+        stand_in: &StandIn,
+        stack: &str,
+        key: SigningKey,
+        parameters: &[(&str, &str)],
+    ) -> Self {
+        Self::start_inner(
+            stand_in.path(),
+            &stand_in.cosign_key(),
+            parameters,
+            None,
+            Some((stack.to_owned(), key)),
+        )
+    }
+
+    fn start_inner(
+        release: &std::path::Path,
+        cosign_key: &std::path::Path,
+        parameters: &[(&str, &str)],
+        front: Option<(std::net::TcpListener, String)>,
+        existing: Option<(String, SigningKey)>,
+    ) -> Self {
         super::localstack_endpoint();
         let functions = functions_dir();
         let registry = Registry::start();
         stand_in_release::push(release, &registry.address())
             .unwrap_or_else(|e| panic!("pushing the stand-in release: {e}"));
         let cosign = std::fs::read_to_string(cosign_key).expect("cosign.pub");
-        let key = SigningKey::generate();
+        let (existing_stack, key) = match existing {
+            Some((stack, key)) => (Some(stack), key),
+            None => (None, SigningKey::generate()),
+        };
         let key_pem = key.private_key_pem().expect("PEM");
         let scratch = tempfile::tempdir().expect("scratch");
         let stack_name = super::unique_name("stack").to_ascii_lowercase();
@@ -91,6 +125,7 @@ impl StackThread {
             template: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"),
             functions_dir: functions,
             stack_name,
+            existing_stack,
             parameters: overrides,
             secrets: BTreeMap::from([(lambda_stack::SIGNING_KEY_SECRET.to_owned(), key_pem)]),
             cdn_domain: front.as_ref().map(|(_, domain)| domain.clone()),
@@ -159,7 +194,7 @@ impl StackThread {
         &self.url
     }
 
-    /// The stack's content bucket.
+    /// The stack's content bucket (its physical name).
     pub fn bucket(&self) -> &str {
         &self.bucket
     }

@@ -23,7 +23,7 @@ pub struct Context {
     pub attributes: BTreeMap<String, String>,
     /// Conditions of the template, evaluated.
     pub conditions: BTreeMap<String, bool>,
-    /// `{{resolve:secretsmanager:NAME:SecretString}}` values by secret name.
+    /// `{{resolve:secretsmanager:ID}}` (or `ID:SecretString`) values by secret ID (name or ARN).
     pub secrets: BTreeMap<String, String>,
 }
 
@@ -49,7 +49,7 @@ impl Context {
     }
 
     /// [`Self::string`] without resolving dynamic references.
-    fn raw(&self, value: &Value) -> Result<String, Error> {
+    pub fn raw(&self, value: &Value) -> Result<String, Error> {
         match self.eval(value)? {
             Value::String(s) => Ok(s),
             Value::Number(n) => Ok(n.to_string()),
@@ -252,25 +252,48 @@ impl Context {
                 .find("}}")
                 .ok_or_else(|| Error::Template(format!("unclosed dynamic reference in {text:?}")))?;
             let reference = &after[..end];
-            let parts: Vec<&str> = reference.splitn(4, ':').collect();
-            match parts.as_slice() {
-                ["resolve", "secretsmanager", name, "SecretString"] | ["resolve", "secretsmanager", name] => {
-                    let value = self.secrets.get(*name).ok_or_else(|| {
-                        Error::Template(format!("secret {name} is not provided by the local stack"))
-                    })?;
-                    out.push_str(value);
-                }
-                _ => {
-                    return Err(Error::Template(format!(
-                        "dynamic reference {{{{{reference}}}}} is not supported by the local stack"
-                    )))
-                }
-            }
+            let id = secret_id(reference).ok_or_else(|| {
+                Error::Template(format!(
+                    "dynamic reference {{{{{reference}}}}} is not supported by the local stack"
+                ))
+            })?;
+            let value = self
+                .secrets
+                .get(id)
+                .ok_or_else(|| Error::Template(format!("secret {id} is not provided by the local stack")))?;
+            out.push_str(value);
             rest = &after[end + 2..];
         }
         out.push_str(rest);
         Ok(out)
     }
+}
+
+/// The secrets `text` references (`{{resolve:secretsmanager:ID...}}`), by ID.
+pub fn secret_references(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{resolve:") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        if let Some(id) = secret_id(&after[..end]) {
+            out.push(id.to_owned());
+        }
+        rest = &after[end + 2..];
+    }
+    out
+}
+
+/// The secret ID of `resolve:secretsmanager:ID[:SecretString[:::]]` (the whole SecretString; a
+/// json-key, version stage or version ID is not supported). ID is a name or an ARN, which has
+/// colons of its own.
+fn secret_id(reference: &str) -> Option<&str> {
+    let rest = reference.strip_prefix("resolve:secretsmanager:")?;
+    let (id, tail) = match rest.find(":SecretString") {
+        Some(at) => (&rest[..at], &rest[at + ":SecretString".len()..]),
+        None => (rest.trim_end_matches(':'), ""),
+    };
+    (!id.is_empty() && tail.chars().all(|c| c == ':')).then_some(id)
 }
 
 fn sequence<'v>(value: &'v Value, len: usize, what: &str) -> Result<&'v [Value], Error> {
@@ -340,5 +363,24 @@ mod tests {
             .to_string()
             .contains("ssm"));
         assert!(eval("'{{resolve:secretsmanager:other:SecretString}}'").is_err());
+        assert!(eval("'{{resolve:secretsmanager:x/y:SecretString:password}}'").is_err());
+    }
+
+    #[test]
+    fn secret_reference_spellings() {
+        assert_eq!(eval("!Sub '{{resolve:secretsmanager:x/y}}'").unwrap(), "SECRET");
+        assert_eq!(eval("'{{resolve:secretsmanager:x/y::::}}'").unwrap(), "SECRET");
+        assert_eq!(
+            eval("'a{{resolve:secretsmanager:x/y:SecretString}}b'").unwrap(),
+            "aSECRETb"
+        );
+        let arn = "arn:aws:secretsmanager:us-east-1:1:secret:k-AbCdEf";
+        assert_eq!(
+            secret_references(&format!(
+                "{{{{resolve:secretsmanager:{arn}}}}} {{{{resolve:secretsmanager:x/y:SecretString}}}}"
+            )),
+            [arn, "x/y"]
+        );
+        assert!(secret_references("{{resolve:ssm:p}}").is_empty());
     }
 }

@@ -3,10 +3,13 @@
 //! them the CloudFront distribution ([`cdn`]) and the HTTP API ([`apigw`]) routed exactly as the
 //! template routes ([`template`], [`intrinsics`]), and the SQS event source mapping that feeds
 //! the builder ([`sqs`]), all against LocalStack. [`stack`] puts them together; the
-//! `lambda-stack` binary serves it for people, the tests start it in-process.
+//! `lambda-stack` binary serves it for people, the tests start it in-process. With
+//! [`Options::existing_stack`] the bucket, queues and signing key are those of a stack
+//! CloudFormation deployed ([`cloudformation`]; `scripts/deploy-localstack`).
 
 pub mod apigw;
 pub mod cdn;
+pub mod cloudformation;
 pub mod intrinsics;
 pub mod runtime;
 pub mod sqs;

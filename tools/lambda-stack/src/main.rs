@@ -6,6 +6,10 @@
 //!   cargo run -p lambda-stack -- --functions target/lambda --port 8080 \
 //!     --parameter UpstreamRegistry=http://127.0.0.1:5000
 //! ```
+//!
+//! Against a stack CloudFormation deployed (its bucket, queues and the signing key in Secrets
+//! Manager): `scripts/deploy-localstack --stack-name talos-factory`, then
+//! `lambda-stack --existing-stack talos-factory ...`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,6 +30,11 @@ struct Args {
     /// The stack name (prefix of the buckets and queues created).
     #[arg(long, default_value = "talos-factory-local")]
     stack_name: String,
+    /// Run against this CloudFormation stack (name or ID; scripts/deploy-localstack deploys one): its
+    /// bucket and queues instead of new ones, the signing key from its SigningKeySecretName secret in
+    /// Secrets Manager instead of --signing-key.
+    #[arg(long, conflicts_with = "stack_name")]
+    existing_stack: Option<String>,
     /// Port of the CDN front on 127.0.0.1 (0: any).
     #[arg(long, default_value_t = 8080)]
     port: u16,
@@ -54,7 +63,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args = Args::parse();
-    let key = lambda_stack::signing_key_pem(&args.signing_key)?;
+    let secrets = match &args.existing_stack {
+        Some(_) => BTreeMap::new(),
+        None => BTreeMap::from([(
+            lambda_stack::SIGNING_KEY_SECRET.to_owned(),
+            lambda_stack::signing_key_pem(&args.signing_key)?,
+        )]),
+    };
     let listener = std::net::TcpListener::bind(("127.0.0.1", args.port))?;
     let scratch = std::env::temp_dir().join(format!("lambda-stack-{}", std::process::id()));
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
@@ -63,8 +78,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             template: args.template,
             functions_dir: args.functions,
             stack_name: args.stack_name,
+            existing_stack: args.existing_stack,
             parameters: args.parameters.into_iter().collect::<BTreeMap<_, _>>(),
-            secrets: BTreeMap::from([(lambda_stack::SIGNING_KEY_SECRET.to_owned(), key)]),
+            secrets,
             listener: Some(listener),
             cdn_domain: None,
             max_instances: args.max_instances,

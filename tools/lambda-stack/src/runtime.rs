@@ -328,8 +328,8 @@ async fn invoke(pool: &Arc<Pool>, payload: Bytes) -> Outcome {
             fail_queued(pool, &e);
         }
     }
-    // The timeout runs from dispatch in Lambda; here from the call, plus the init allowance, so
-    // a queued invocation is not cut short by the wait for an environment.
+    // The function's timeout runs from dispatch ([`invocation`] arms it); this outer limit only
+    // ends an invocation that never got an environment (none started within the init allowance).
     let limit = pool.spec.timeout + INIT_TIMEOUT;
     match tokio::time::timeout(limit, outcome).await {
         Ok(Ok(outcome)) => outcome,
@@ -349,6 +349,21 @@ async fn invoke(pool: &Arc<Pool>, payload: Bytes) -> Outcome {
             Err(InvokeError::Timeout)
         }
     }
+}
+
+/// Ends a dispatched invocation still running at its deadline: `Sandbox.Timedout`, and its
+/// environment killed (Lambda resets it). A no-op once the invocation finished.
+fn time_out(pool: &Pool, id: &str) {
+    let mut state = pool.state.lock().expect("pool");
+    let Some(running) = state.running.remove(id) else {
+        return;
+    };
+    if let Some((Some(pid), _)) = state.instances.remove(&running.instance) {
+        kill(pid);
+    }
+    drop(state);
+    pool_log(pool, format!("REPORT RequestId: {id} Status: timeout"));
+    let _ = running.reply.send(Err(InvokeError::Timeout));
 }
 
 fn fail_queued(pool: &Arc<Pool>, why: &str) {
@@ -546,9 +561,17 @@ async fn next(State(inner): State<Arc<Inner>>, Path((function, instance)): Path<
     }
 }
 
-fn invocation(pool: &Pool, id: &str, payload: Bytes) -> Response {
+/// Hands an invocation to an environment, and arms its timeout: Lambda counts `Timeout` from
+/// here (the dispatch), not from the call, which may have waited for an environment to start.
+fn invocation(pool: &Arc<Pool>, id: &str, payload: Bytes) -> Response {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let deadline = now + pool.spec.timeout;
+    let watched = (Arc::clone(pool), id.to_owned());
+    tokio::spawn(async move {
+        let (pool, id) = watched;
+        tokio::time::sleep(pool.spec.timeout).await;
+        time_out(&pool, &id);
+    });
     let mut headers = HeaderMap::new();
     let mut set = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {

@@ -19,7 +19,7 @@ use crate::cdn::{self, Cdn};
 use crate::intrinsics::Context;
 use crate::runtime::{FunctionSpec, LambdaRuntime};
 use crate::template::{Deployment, Template};
-use crate::{sqs, Error};
+use crate::{cloudformation, sqs, Error};
 
 /// What to run.
 #[derive(Debug)]
@@ -28,11 +28,17 @@ pub struct Options {
     /// Where the function binaries are: `<dir>/<binary>/bootstrap` (cargo-lambda's layout) or
     /// `<dir>/<binary>` (`target/release`).
     pub functions_dir: PathBuf,
-    /// Also the prefix of every bucket and queue created (unique per test).
+    /// Also the prefix of every bucket and queue created (unique per test). Unused with
+    /// `existing_stack`, whose name the template's `AWS::StackName` then is.
     pub stack_name: String,
+    /// A stack CloudFormation deployed from this template (name or ID; `scripts/deploy-localstack`,
+    /// e.g. with `Deploy=storage`): its buckets and queues are used instead of new ones, and the
+    /// secrets the functions' environments reference are read from Secrets Manager (`secrets` is
+    /// then ignored). The stack's parameters are not: the functions get `parameters`.
+    pub existing_stack: Option<String>,
     /// Template parameter overrides. `ExternalUrl` defaults to the front's URL (`http://<CDN domain>/`).
     pub parameters: BTreeMap<String, String>,
-    /// Secrets Manager values for the template's dynamic references, by secret name.
+    /// Secrets Manager values for the template's dynamic references, by secret ID (name or ARN).
     pub secrets: BTreeMap<String, String>,
     /// The front's listener (default: a new one on 127.0.0.1:0).
     pub listener: Option<std::net::TcpListener>,
@@ -76,6 +82,13 @@ impl Stack {
             .region()
             .map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
         let template = Template::load(&options.template)?;
+        let existing = match &options.existing_stack {
+            Some(name) => Some(cloudformation::describe(sdk, name).await?),
+            None => None,
+        };
+        let stack_name = existing
+            .as_ref()
+            .map_or_else(|| options.stack_name.clone(), |d| d.name.clone());
 
         let mut overrides = options.parameters.clone();
         // As the local server's default external URL: with the root path's slash.
@@ -86,13 +99,17 @@ impl Stack {
             refs: template.parameters(&overrides)?,
             ..Context::default()
         };
-        let stack_id = format!(
-            "arn:aws:cloudformation:{region}:000000000000:stack/{}/{}",
-            options.stack_name,
-            uuid::Uuid::new_v4()
+        let stack_id = existing.as_ref().map_or_else(
+            || {
+                format!(
+                    "arn:aws:cloudformation:{region}:000000000000:stack/{stack_name}/{}",
+                    uuid::Uuid::new_v4()
+                )
+            },
+            |d| d.id.clone(),
         );
         for (k, v) in [
-            ("AWS::StackName", options.stack_name.as_str()),
+            ("AWS::StackName", stack_name.as_str()),
             ("AWS::Region", region.as_str()),
             ("AWS::AccountId", "000000000000"),
             ("AWS::Partition", "aws"),
@@ -104,7 +121,8 @@ impl Stack {
         context.secrets = options.secrets.clone();
         template.conditions(&mut context)?;
 
-        // The template's buckets and queues, created on LocalStack under the stack's name.
+        // The template's buckets and queues: the deployed stack's, or created on LocalStack under the
+        // stack's name.
         let s3 = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(sdk)
                 .force_path_style(true)
@@ -112,13 +130,19 @@ impl Stack {
         );
         let sqs_client = aws_sdk_sqs::Client::new(sdk);
         let mut physical = BTreeMap::new();
-        for (id, _) in template.resources("AWS::S3::Bucket") {
-            let bucket = format!("{}-{}", options.stack_name, id).to_ascii_lowercase();
-            match s3.create_bucket().bucket(&bucket).send().await {
-                Ok(_) => {}
-                Err(e) if format!("{e:?}").contains("BucketAlreadyOwnedByYou") => {}
-                Err(e) => return Err(Error::Setup(format!("create bucket {bucket}: {e:?}"))),
-            }
+        for (id, _) in template.deployed_resources("AWS::S3::Bucket", &context)? {
+            let bucket = match &existing {
+                Some(d) => deployed_physical(d, &id)?,
+                None => {
+                    let bucket = format!("{stack_name}-{id}").to_ascii_lowercase();
+                    match s3.create_bucket().bucket(&bucket).send().await {
+                        Ok(_) => {}
+                        Err(e) if format!("{e:?}").contains("BucketAlreadyOwnedByYou") => {}
+                        Err(e) => return Err(Error::Setup(format!("create bucket {bucket}: {e:?}"))),
+                    }
+                    bucket
+                }
+            };
             context.refs.insert(id.clone(), bucket.clone());
             context
                 .attributes
@@ -134,6 +158,28 @@ impl Stack {
         let mut order: Vec<_> = queues.values().collect();
         order.sort_by_key(|q| q.redrive.is_some());
         for q in order {
+            if let Some(d) = &existing {
+                let queue_url = deployed_physical(d, &q.logical_id)?;
+                let arn = sqs_client
+                    .get_queue_attributes()
+                    .queue_url(&queue_url)
+                    .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                    .send()
+                    .await
+                    .map_err(|e| Error::Setup(format!("queue {queue_url}: {e:?}")))?
+                    .attributes()
+                    .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+                    .cloned()
+                    .ok_or_else(|| Error::Setup(format!("queue {queue_url}: no QueueArn")))?;
+                let name = queue_url.rsplit('/').next().unwrap_or_default().to_owned();
+                context.refs.insert(q.logical_id.clone(), queue_url.clone());
+                context.attributes.insert(format!("{}.Arn", q.logical_id), arn);
+                context
+                    .attributes
+                    .insert(format!("{}.QueueName", q.logical_id), name);
+                physical.insert(q.logical_id.clone(), queue_url);
+                continue;
+            }
             let redrive = match &q.redrive {
                 Some((count, dlq)) => {
                     let arn = context
@@ -172,7 +218,21 @@ impl Stack {
                 .insert(format!("{id}.DomainName"), front.to_string());
         }
 
+        if existing.is_some() {
+            // The secrets the functions' environments reference, as CloudFormation would resolve them.
+            context.secrets.clear();
+            for id in template.secret_references(&context)? {
+                let value = cloudformation::secret(sdk, &id).await?;
+                context.secrets.insert(id, value);
+            }
+        }
         let deployment = template.deployment(&context)?;
+        if deployment.functions.is_empty() {
+            return Err(Error::Template(
+                "the template deploys no function with these parameters (Deploy=storage?): nothing to run"
+                    .into(),
+            ));
+        }
         let inherited: Vec<(String, String)> = [
             "PATH",
             "AWS_ENDPOINT_URL",
@@ -313,6 +373,16 @@ impl Drop for Stack {
         let _ = self.stop.send(true);
         self.runtime.stop();
     }
+}
+
+/// The physical ID of `logical_id` in a deployed stack.
+fn deployed_physical(stack: &cloudformation::Deployed, logical_id: &str) -> Result<String, Error> {
+    stack.physical.get(logical_id).cloned().ok_or_else(|| {
+        Error::Setup(format!(
+            "stack {} ({}) has no resource {logical_id}: deployed from another template?",
+            stack.name, stack.status
+        ))
+    })
 }
 
 fn binary_path(dir: &std::path::Path, binary: &str) -> PathBuf {

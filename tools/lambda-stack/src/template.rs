@@ -6,7 +6,7 @@
 //! changes in the template, the local stack changes with it, and a template that names a function
 //! which does not exist (or a route whose integration URI names nobody) fails to load.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -139,6 +139,54 @@ impl Template {
             .collect()
     }
 
+    /// Every resource of `kind` the template deploys in `context`: without a `Condition`, or with
+    /// one that is true (template.yaml's `Deploy=storage` has no functions, API or CDN).
+    pub fn deployed_resources(&self, kind: &str, context: &Context) -> Result<Vec<(String, Value)>, Error> {
+        let mut out = Vec::new();
+        for (id, resource) in self.resources(kind) {
+            let deployed = match resource.get("Condition").and_then(Value::as_str) {
+                None => true,
+                Some(name) => context
+                    .conditions
+                    .get(name)
+                    .copied()
+                    .ok_or_else(|| Error::Template(format!("{id}: unknown condition {name}")))?,
+            };
+            if deployed {
+                out.push((id, resource));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The Secrets Manager secrets (IDs) the deployed functions' environments reference.
+    pub fn secret_references(&self, context: &Context) -> Result<BTreeSet<String>, Error> {
+        let globals = self
+            .doc
+            .get("Globals")
+            .and_then(|g| g.get("Function"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let mut out = BTreeSet::new();
+        let functions = self.deployed_resources("AWS::Serverless::Function", context)?;
+        let sources = functions
+            .iter()
+            .filter_map(|(_, f)| f.get("Properties"))
+            .chain(std::iter::once(&globals).filter(|_| !functions.is_empty()));
+        for source in sources {
+            if let Some(vars) = source
+                .get("Environment")
+                .and_then(|e| e.get("Variables"))
+                .and_then(Value::as_mapping)
+            {
+                for v in vars.values() {
+                    out.extend(crate::intrinsics::secret_references(&context.raw(v)?));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The parameters' defaults, overridden by `overrides` (unknown names are an error).
     pub fn parameters(
         &self,
@@ -211,7 +259,7 @@ impl Template {
             .unwrap_or(Value::Null);
 
         let mut functions = BTreeMap::new();
-        for (id, resource) in self.resources("AWS::Serverless::Function") {
+        for (id, resource) in self.deployed_resources("AWS::Serverless::Function", context)? {
             let props = resource.get("Properties").cloned().unwrap_or(Value::Null);
             let binary = match resource
                 .get("Metadata")
@@ -269,7 +317,7 @@ impl Template {
         let behaviours = self.behaviours(context)?;
         let queues = self.queues(context)?;
         let mut mappings = Vec::new();
-        for (id, resource) in self.resources("AWS::Lambda::EventSourceMapping") {
+        for (id, resource) in self.deployed_resources("AWS::Lambda::EventSourceMapping", context)? {
             let props = resource.get("Properties").cloned().unwrap_or(Value::Null);
             let queue = logical_of(props.get("EventSourceArn")).ok_or_else(|| {
                 Error::Template(format!("{id}: EventSourceArn is not a !GetAtt of a queue"))
@@ -336,7 +384,7 @@ impl Template {
     fn routes(&self, context: &Context, functions: &BTreeMap<String, Function>) -> Result<Vec<Route>, Error> {
         let mut routes = Vec::new();
         // SAM HttpApi events.
-        for (id, resource) in self.resources("AWS::Serverless::Function") {
+        for (id, resource) in self.deployed_resources("AWS::Serverless::Function", context)? {
             let events = resource
                 .get("Properties")
                 .and_then(|p| p.get("Events"))
@@ -367,7 +415,7 @@ impl Template {
             }
         }
         // The API's own OpenAPI body: integrations name their function by ARN.
-        for (api, resource) in self.resources("AWS::Serverless::HttpApi") {
+        for (api, resource) in self.deployed_resources("AWS::Serverless::HttpApi", context)? {
             let paths = resource
                 .get("Properties")
                 .and_then(|p| p.get("DefinitionBody"))
@@ -413,7 +461,7 @@ impl Template {
 
     fn behaviours(&self, context: &Context) -> Result<Vec<Behaviour>, Error> {
         let mut out = Vec::new();
-        for (id, resource) in self.resources("AWS::CloudFront::Distribution") {
+        for (id, resource) in self.deployed_resources("AWS::CloudFront::Distribution", context)? {
             let config = resource
                 .get("Properties")
                 .and_then(|p| p.get("DistributionConfig"))
@@ -490,7 +538,7 @@ impl Template {
     /// The template's queues, names resolved (needed before the rest of the deployment).
     pub fn queues(&self, context: &Context) -> Result<BTreeMap<String, Queue>, Error> {
         let mut out = BTreeMap::new();
-        for (id, resource) in self.resources("AWS::SQS::Queue") {
+        for (id, resource) in self.deployed_resources("AWS::SQS::Queue", context)? {
             let props = resource.get("Properties").cloned().unwrap_or(Value::Null);
             let name = match props.get("QueueName") {
                 Some(v) => context.string(v)?,
@@ -597,10 +645,19 @@ mod template_yaml {
     use super::*;
 
     fn deployment() -> Deployment {
+        let (template, context) = resolved(&[]);
+        template.deployment(&context).unwrap()
+    }
+
+    fn resolved(overrides: &[(&str, &str)]) -> (Template, Context) {
         let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
         let template = Template::load(&root.join("template.yaml")).unwrap();
+        let overrides = overrides
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let mut context = Context {
-            refs: template.parameters(&BTreeMap::new()).unwrap(),
+            refs: template.parameters(&overrides).unwrap(),
             ..Context::default()
         };
         for (k, v) in [
@@ -635,7 +692,25 @@ mod template_yaml {
             .secrets
             .insert("talos-factory/signing-key".into(), "PEM".into());
         template.conditions(&mut context).unwrap();
-        template.deployment(&context).unwrap()
+        (template, context)
+    }
+
+    #[test]
+    fn storage_only_deploys_no_function_route_or_cdn() {
+        let (template, context) = resolved(&[("Deploy", "storage")]);
+        let d = template.deployment(&context).unwrap();
+        assert!(d.functions.is_empty() && d.routes.is_empty() && d.behaviours.is_empty());
+        assert!(d.mappings.is_empty());
+        assert_eq!(
+            d.queues.keys().collect::<Vec<_>>(),
+            ["BuildDeadLetterQueue", "BuildQueue"]
+        );
+        assert!(template.secret_references(&context).unwrap().is_empty());
+        let (template, context) = resolved(&[]);
+        assert_eq!(
+            template.secret_references(&context).unwrap(),
+            BTreeSet::from(["talos-factory/signing-key".to_owned()])
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub(crate) struct Planned {
 }
 
 /// What to ask the pipeline for.
+#[derive(Debug)]
 pub(crate) struct BuildRequest {
     pub cache_key: String,
     pub spec: serde_json::Value,

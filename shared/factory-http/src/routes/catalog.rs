@@ -15,6 +15,7 @@ use factory_core::version::TalosVersion;
 use http::header::CONTENT_TYPE;
 use serde::Serialize;
 
+use crate::cache_control;
 use crate::gojson::go_json;
 use crate::{ApiError, AppState};
 
@@ -39,11 +40,12 @@ async fn versions(
         .ok()
         .and_then(|Query(pairs)| pairs.into_iter().find(|(key, _)| key == "broken"))
         .is_some_and(|(_, value)| value == "true");
-    if broken {
-        json(&catalog.broken())
+    let response = if broken {
+        json(&catalog.broken())?
     } else {
-        json(&catalog.versions().await?)
-    }
+        json(&catalog.versions().await?)?
+    };
+    Ok(cache_control::with(response, cache_control::VERSIONS))
 }
 
 async fn extensions(
@@ -53,7 +55,8 @@ async fn extensions(
     let catalog = state.catalog()?;
     let version = parse_version(version)?;
     let entries = catalog.extensions(&version).await?;
-    json(&extensions_json(&entries, &catalog.config().display_registry))
+    let response = json(&extensions_json(&entries, &catalog.config().display_registry))?;
+    Ok(cache_control::with(response, cache_control::CATALOG))
 }
 
 async fn overlays(
@@ -63,7 +66,8 @@ async fn overlays(
     let catalog = state.catalog()?;
     let version = parse_version(version)?;
     let entries = catalog.overlays(&version).await?;
-    json(&overlays_json(&entries, &catalog.config().display_registry))
+    let response = json(&overlays_json(&entries, &catalog.config().display_registry))?;
+    Ok(cache_control::with(response, cache_control::CATALOG))
 }
 
 /// The path's version, `v` optional, strict semver.

@@ -16,6 +16,8 @@
 //! and no redirect, a checksum suffix the `<hex>  <file name>\n` line; still building → `503`
 //! with `Retry-After`; a remembered user-caused failure → `400` with its message.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -29,6 +31,7 @@ use http::{header, HeaderValue, Method, StatusCode};
 
 use factory_store::PresignHeaders;
 
+use crate::cache_control;
 use crate::{ApiError, AppState, AssetLinks};
 
 /// The image route.
@@ -80,19 +83,31 @@ async fn image(
         params.map_err(|e| ApiError::BadRequest(format!("invalid request path: {e}")))?;
     let (path, checksum) = strip_checksum(&raw_path);
 
-    let super::lookup::Target {
-        schematic, version, ..
-    } = super::lookup::schematic_and_version(&state, &schematic_id, &version_text).await?;
-    let planned = super::build::plan(&state, &schematic, &version, path).await?;
     let asked_name = filename_query(query);
+    let memo_key = (schematic_id, version_text, path.to_owned());
+    let request = match state.plans().get(&memo_key) {
+        // Resolved before: the lookups and the plan succeeded then, so only the download name
+        // (per request, checked below) can still be refused, as it would be after them.
+        Some(request) => request,
+        None => {
+            let (schematic_id, version_text, _) = &memo_key;
+            let super::lookup::Target {
+                schematic, version, ..
+            } = super::lookup::schematic_and_version(&state, schematic_id, version_text).await?;
+            let planned = super::build::plan(&state, &schematic, &version, path).await?;
+            download_file_name(path, asked_name.as_deref())
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            let request = Arc::new(super::build::resolve(&state, &schematic, &planned).await?);
+            state.plans().insert(memo_key, Arc::clone(&request));
+            request
+        }
+    };
     let file_name =
         download_file_name(path, asked_name.as_deref()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let super::build::BuildRequest { cache_key, spec } =
-        super::build::resolve(&state, &schematic, &planned).await?;
 
     let answer = state
         .pipeline()?
-        .get_or_build(&cache_key, &spec, state.image_wait_budget())
+        .get_or_build(&request.cache_key, &request.spec, state.image_wait_budget())
         .await?;
     let published = match answer {
         PipelineResponse::Served(published) => published,
@@ -111,21 +126,23 @@ async fn image(
             Checksum::Sha256 => &published.sha256,
             Checksum::Sha512 => &published.sha512,
         };
-        return Ok((
+        let response = (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             format!("{hex}  {file_name}\n"),
         )
-            .into_response());
+            .into_response();
+        return Ok(cache_control::with(response, cache_control::ASSET_LINK));
     }
 
     if method == Method::HEAD {
-        return object_headers(
+        let response = object_headers(
             StatusCode::OK,
             published.size,
             content_type(path),
             &file_name,
             Body::empty(),
-        );
+        )?;
+        return Ok(cache_control::with(response, cache_control::ASSET_LINK));
     }
     let named = asked_name
         .is_some_and(|n| !n.is_empty())
@@ -149,10 +166,13 @@ async fn redirect(
         }
         location
     };
+    // Presigned URLs expire and differ per request: never kept.
+    let mut caching = cache_control::ASSET_LINK;
     let location = match &state.config().asset_links {
         AssetLinks::Cdn(base) => with_name(base),
         AssetLinks::ObjectRoute => with_name(&state.config().external_url),
         AssetLinks::Presigned(ttl) => {
+            caching = cache_control::NO_STORE;
             let headers = PresignHeaders {
                 content_type: Some(content_type.to_owned()),
                 content_disposition: Some(attachment(file_name.unwrap_or(&published.file_name))),
@@ -171,6 +191,7 @@ async fn redirect(
         .map_err(|e| ApiError::Internal(format!("redirect location {location:?}: {e}")))?;
     let mut response = StatusCode::FOUND.into_response();
     response.headers_mut().insert(header::LOCATION, value);
+    cache_control::set(&mut response, caching);
     Ok(response)
 }
 
@@ -238,7 +259,9 @@ async fn asset(
             .head(&object_key)
             .await?
             .ok_or(ApiError::PageNotFound)?;
-        return object_headers(StatusCode::OK, meta.size, kind, &file_name, Body::empty());
+        let response = object_headers(StatusCode::OK, meta.size, kind, &file_name, Body::empty())?;
+        // Asset keys name their content (as the CDN's viewer-response function says too).
+        return Ok(cache_control::with(response, cache_control::IMMUTABLE));
     }
     let (meta, stream) = state
         .store()
@@ -249,7 +272,8 @@ async fn asset(
         Some(sha256) => Body::from_stream(verified(stream, sha256.to_owned(), object_key)),
         None => Body::from_stream(stream),
     };
-    object_headers(StatusCode::OK, meta.size, kind, &file_name, body)
+    let response = object_headers(StatusCode::OK, meta.size, kind, &file_name, body)?;
+    Ok(cache_control::with(response, cache_control::IMMUTABLE))
 }
 
 /// The object's bytes, re-hashed on the way out: asset keys name their sha256

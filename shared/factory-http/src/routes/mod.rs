@@ -2,7 +2,7 @@
 //! and the local server merges them all.
 
 mod body;
-mod build;
+pub(crate) mod build;
 mod catalog;
 mod image;
 mod keys;

@@ -30,6 +30,7 @@ use factory_core::profile::{enhance, parse_path};
 use factory_core::pxe::{render_script, PxeScript, RetryPolicy};
 use http::header;
 
+use crate::cache_control;
 use crate::{ApiError, AppState};
 
 /// The PXE route.
@@ -72,7 +73,10 @@ async fn pxe(
         },
         RetryPolicy::default(),
     );
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], script).into_response())
+    Ok(cache_control::with(
+        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], script).into_response(),
+        cache_control::PXE,
+    ))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use http::StatusCode;
 use serde::Serialize;
 
 use super::body::LimitedBody;
+use crate::cache_control;
 use crate::gojson::go_json;
 use crate::repo::{PutResult, SCHEMATIC_CONTENT_TYPE};
 use crate::{ApiError, AppState};
@@ -66,5 +67,8 @@ async fn fetch(
         .get_canonical(&id)
         .await?
         .ok_or(ApiError::SchematicNotFound)?;
-    Ok(([(CONTENT_TYPE, SCHEMATIC_CONTENT_TYPE)], yaml).into_response())
+    Ok(cache_control::with(
+        ([(CONTENT_TYPE, SCHEMATIC_CONTENT_TYPE)], yaml).into_response(),
+        cache_control::IMMUTABLE,
+    ))
 }
