@@ -37,7 +37,6 @@ use std::time::Duration;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use factory_aws::SqsQueue;
-use factory_lambda::init_tracing;
 use factory_pipeline::{handle_sqs_event_with_retries, Builder};
 use factory_registry::FactoryAssembler;
 use factory_store::BuildQueue;
@@ -45,7 +44,7 @@ use lambda_runtime::{service_fn, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    init_tracing();
+    factory_lambda::init();
     let key = Arc::new(factory_lambda::signing_key_from_env()?);
     let config = factory_lambda::builder_config_from_env()?;
     let upstream = factory_lambda::upstream_from_env()?;

@@ -20,14 +20,13 @@
 use std::sync::Arc;
 
 use factory_http::{AppState, HttpConfig};
-use factory_lambda::init_tracing;
 use factory_store::ContentStore;
 use factory_upstream::settings::UpstreamSettings;
 use factory_upstream::{CatalogConfig, ReleaseCatalog};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    init_tracing();
+    factory_lambda::init();
     let config = HttpConfig::from_env()?;
     let settings = UpstreamSettings::from_env()?;
     let catalog_config = CatalogConfig::from_env(settings.display_registry())?;

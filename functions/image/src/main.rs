@@ -30,13 +30,12 @@
 use std::sync::Arc;
 
 use factory_http::{AppState, HttpConfig};
-use factory_lambda::init_tracing;
 use factory_pipeline::{Index, Pipeline, PollConfig};
 use factory_store::{BuildQueue, ContentStore};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    init_tracing();
+    factory_lambda::init();
     let config = HttpConfig::from_env()?;
     let wait_budget = factory_lambda::image_wait_budget_from_env()?;
     let public_key_pem = factory_lambda::public_key_pem_from_env()?;

@@ -17,11 +17,11 @@
 use std::sync::Arc;
 
 use factory_http::{AppState, HttpConfig};
-use factory_lambda::{init_tracing, required_env, unescape_newlines};
+use factory_lambda::{required_env, unescape_newlines};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    init_tracing();
+    factory_lambda::init();
     let config = HttpConfig::from_env()?;
     let key_pem = unescape_newlines(required_env("FACTORY_SIGNING_KEY_PEM")?);
     let public_key_pem = factory_signing::public_key_pem_from_pem(&key_pem)

@@ -23,12 +23,11 @@
 use std::sync::Arc;
 
 use factory_http::{AppState, HttpConfig};
-use factory_lambda::init_tracing;
 use factory_store::ContentStore;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    init_tracing();
+    factory_lambda::init();
     let config = HttpConfig::from_env()?;
     let store: Arc<dyn ContentStore> = Arc::new(factory_lambda::s3_store_from_env().await?);
     let catalog = factory_lambda::release_catalog_from_env(Arc::clone(&store))?;

@@ -15,11 +15,10 @@
 use std::sync::Arc;
 
 use factory_http::{AppState, HttpConfig};
-use factory_lambda::init_tracing;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    init_tracing();
+    factory_lambda::init();
     let config = HttpConfig::from_env()?;
     let store = factory_lambda::s3_store_from_env().await?;
     let state = AppState::new(Arc::new(store), config);

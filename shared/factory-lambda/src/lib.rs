@@ -4,7 +4,8 @@
 //!
 //! Environment common to the functions:
 //! * `FACTORY_BUCKET` (required), `FACTORY_STORE_PREFIX` (default empty): the content store.
-//! * `RUST_LOG` (default `info`): log filter; logs are JSON lines for CloudWatch.
+//! * `RUST_LOG` (default `info`): log filter, `level` and `target=level` directives separated by
+//!   commas (see [`init_tracing`]); logs are JSON lines for CloudWatch.
 //! * The standard AWS SDK variables (region, credentials, `AWS_ENDPOINT_URL` for emulators).
 //!
 //! Read by some functions (each function's documentation lists what it reads):
@@ -28,7 +29,9 @@ use factory_signing::SigningKey;
 use factory_store::ContentStore;
 use factory_upstream::settings::UpstreamSettings;
 use factory_upstream::{CatalogConfig, ReleaseCatalog, Upstream};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// The factory's signing key as PEM (line breaks may be written as `\n`).
 pub const ENV_SIGNING_KEY_PEM: &str = "FACTORY_SIGNING_KEY_PEM";
@@ -53,13 +56,30 @@ pub const FAILURE_TTL_SECONDS: RangeInclusive<u64> = 1..=604_800;
 pub const ENV_RETRY_DELAY_SECONDS: &str = "FACTORY_RETRY_DELAY_SECONDS";
 pub const RETRY_DELAY_SECONDS: RangeInclusive<u64> = 0..=43_200;
 
-/// JSON log lines without timestamps (CloudWatch stamps each line itself).
+/// What each function's `main` does first: installs *ring* as the process's rustls crypto provider
+/// (the upstream registry client is built without one of its own, see `factory-upstream`'s
+/// `aws-lc` feature), then [`init_tracing`].
+pub fn init() {
+    // Err only when a provider is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    init_tracing();
+}
+
+/// JSON log lines without timestamps (CloudWatch stamps each line itself), filtered by `RUST_LOG`
+/// read as tracing-subscriber's [`Targets`]: `info`, `warn,factory_http=debug`, ... (`EnvFilter`'s
+/// span and field filters are not supported: its regex engine would add 0.5 MB to every function).
+/// A value that does not parse means `info`.
 pub fn init_tracing() {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_span_list(false)
         .without_time()
+        .finish()
+        .with(filter)
         .init();
 }
 
