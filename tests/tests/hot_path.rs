@@ -9,13 +9,11 @@
 //!   process's memos (each verified when it was read).
 //! * Schematic reads, PXE scripts and the catalogs make none at all once warm.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 
-use common::curl::curl;
-use common::image::{download, Backend, ImageServer};
-use common::stand_in::VERSION;
+use crate::common::curl::curl;
+use crate::common::image::{download, Backend, ImageServer};
+use crate::common::stand_in::VERSION;
 
 /// Warm requests of each route, this many times.
 const WARM: u64 = 20;

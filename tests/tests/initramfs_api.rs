@@ -15,20 +15,18 @@
 //!   is the builder's `400`, remembered in the negative cache.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::curl::curl;
-use common::image::{assert_error, assert_same_bytes, download, redirect_key, Backend, ImageServer};
-use common::inspect::{
+use crate::common::curl::curl;
+use crate::common::image::{assert_error, assert_same_bytes, download, redirect_key, Backend, ImageServer};
+use crate::common::inspect::{
     cpio_extract, cpio_list, pe_section, pe_sections, split_leading_cpio, unsquashfs_list, zstd_decompress,
     zstd_test,
 };
-use common::stand_in::VERSION;
+use crate::common::stand_in::VERSION;
 use factory_core::arch::Arch;
 use factory_core::cmdline::{kernel_cmdline, CmdlineInput};
 use factory_core::version::TalosVersion;
 
-common::image::backend_tests!(initramfs_with_extensions, uki_without_secureboot);
+crate::common::image::backend_tests!(initramfs_with_extensions, uki_without_secureboot);
 
 /// The release initramfs of `amd64` inside the imager image.
 const BASE_INITRAMFS: &str = "usr/install/amd64/initramfs.xz";

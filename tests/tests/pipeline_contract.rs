@@ -4,8 +4,6 @@
 //! to start LocalStack). Assets are opaque here: a dummy assembler writes bytes taken from the spec.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,17 +43,18 @@ async fn embedded_fixture() -> Fixture {
 }
 
 async fn aws_fixture() -> Fixture {
-    let s3 = common::s3_client().await;
-    let bucket = common::test_bucket(&s3).await;
-    let prefix = format!("{}/", common::unique_name("pipeline"));
-    let sqs = common::sqs_client().await;
+    let s3 = crate::common::s3_client().await;
+    let bucket = crate::common::test_bucket(&s3).await;
+    let prefix = format!("{}/", crate::common::unique_name("pipeline"));
+    let sqs = crate::common::sqs_client().await;
     let config = BuildQueueConfig {
         visibility_timeout: VISIBILITY,
         max_receive_count: 5,
     };
-    let (queue_url, dlq_url) = ensure_build_queue_with(&sqs, &common::unique_name("pipeline"), &config)
-        .await
-        .unwrap();
+    let (queue_url, dlq_url) =
+        ensure_build_queue_with(&sqs, &crate::common::unique_name("pipeline"), &config)
+            .await
+            .unwrap();
     Fixture {
         store: Arc::new(S3Store::new(s3, bucket, prefix)),
         queue: Arc::new(SqsQueue::new(sqs, queue_url, Some(dlq_url))),
