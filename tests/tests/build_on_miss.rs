@@ -97,7 +97,7 @@ fn concurrent_cold_requests_build_once(backend: Backend) {
 /// index signature: the image route never redirects to what was altered, it rebuilds, and the
 /// client gets the release kernel.
 fn altered_bytes_are_rebuilt_not_served(backend: Backend) {
-    let server = ImageServer::start(backend);
+    let server = ImageServer::start_checking_every_request(backend);
     let url = server.url().to_owned();
     let path = format!("/image/{}/{VERSION}/kernel-amd64", server.fresh_schematic());
     let kernel = server.release_kernel();

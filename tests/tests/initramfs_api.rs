@@ -46,7 +46,8 @@ fn schematic(meta: bool) -> String {
 }
 
 fn initramfs_with_extensions(backend: Backend) {
-    let server = ImageServer::start(backend);
+    // It deletes the built object and expects the very next request to notice.
+    let server = ImageServer::start_checking_every_request(backend);
     let url = server.url().to_owned();
     let id = server.post_schematic(&schematic(true));
     let path = format!("/image/{id}/{VERSION}/initramfs-amd64.xz");

@@ -96,6 +96,7 @@ pipeline_suite!(
     failed_assembly_leaves_nothing,
     tampered_index_signature_is_a_miss_and_rebuilt,
     altered_object_bytes_are_detected_and_rebuilt,
+    object_check_is_trusted_for_the_recheck_interval,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -608,12 +609,14 @@ async fn tampered_index_signature_is_a_miss_and_rebuilt(fixture: &Fixture) {
 
 async fn altered_object_bytes_are_detected_and_rebuilt(fixture: &Fixture) {
     let s = setup(fixture, Dummy::new(Duration::ZERO, Mode::Ok), config());
+    // Every request checks the object (the recheck interval is the next test's).
+    let pipeline = s.pipeline.clone().with_object_recheck(Duration::ZERO);
     let key = cache_key();
     let spec = spec("genuine", 1000);
     let _worker = worker(s.queue.clone(), s.builder.clone());
-    let published = served(&s.pipeline, &key, &spec).await;
+    let published = served(&pipeline, &key, &spec).await;
     assert_eq!(
-        s.pipeline.index().verify_object(&published).await.unwrap(),
+        pipeline.index().verify_object(&published).await.unwrap(),
         ObjectCheck::Intact
     );
 
@@ -630,18 +633,18 @@ async fn altered_object_bytes_are_detected_and_rebuilt(fixture: &Fixture) {
         .await
         .unwrap();
     assert!(matches!(
-        s.pipeline.index().verify_object(&published).await.unwrap(),
+        pipeline.index().verify_object(&published).await.unwrap(),
         ObjectCheck::Corrupt { .. }
     ));
     // The cheap check before every redirect (size + etag) notices too, and the request side
     // rebuilds instead of serving: the answer is an intact object, never the altered one.
     assert!(matches!(
-        s.pipeline.index().check_object(&published).await.unwrap(),
+        pipeline.index().check_object(&published).await.unwrap(),
         ObjectCheck::Corrupt { .. }
     ));
-    let repaired = served(&s.pipeline, &key, &spec).await;
+    let repaired = served(&pipeline, &key, &spec).await;
     assert_eq!(
-        s.pipeline.index().check_object(&repaired).await.unwrap(),
+        pipeline.index().check_object(&repaired).await.unwrap(),
         ObjectCheck::Intact
     );
     assert_eq!(
@@ -652,16 +655,16 @@ async fn altered_object_bytes_are_detected_and_rebuilt(fixture: &Fixture) {
 
     s.store.delete(&published.object_key).await.unwrap();
     assert_eq!(
-        s.pipeline.index().verify_object(&published).await.unwrap(),
+        pipeline.index().verify_object(&published).await.unwrap(),
         ObjectCheck::Missing
     );
 
     // Invalidate → rebuild inside the dedup window of the first build's message.
-    s.pipeline.invalidate(&key, &spec).await.unwrap();
-    let rebuilt = served(&s.pipeline, &key, &spec).await;
+    pipeline.invalidate(&key, &spec).await.unwrap();
+    let rebuilt = served(&pipeline, &key, &spec).await;
     assert_eq!(rebuilt.object_key, published.object_key);
     assert_eq!(
-        s.pipeline.index().verify_object(&rebuilt).await.unwrap(),
+        pipeline.index().verify_object(&rebuilt).await.unwrap(),
         ObjectCheck::Intact
     );
     assert_eq!(
@@ -669,4 +672,53 @@ async fn altered_object_bytes_are_detected_and_rebuilt(fixture: &Fixture) {
         expected_bytes("genuine", 1000)
     );
     assert_eq!(s.dummy.calls(), 3);
+}
+
+/// A check that an object is intact is trusted for the recheck interval: a warm request within
+/// it asks the store nothing (the altered object is still handed out, as the CDN would hand out
+/// the redirect it keeps), the first one after it checks again and rebuilds.
+async fn object_check_is_trusted_for_the_recheck_interval(fixture: &Fixture) {
+    const RECHECK: Duration = Duration::from_secs(3);
+    let s = setup(fixture, Dummy::new(Duration::ZERO, Mode::Ok), config());
+    let pipeline = s.pipeline.clone().with_object_recheck(RECHECK);
+    assert_eq!(pipeline.object_recheck(), RECHECK);
+    let key = cache_key();
+    let spec = spec("genuine", 1000);
+    let _worker = worker(s.queue.clone(), s.builder.clone());
+    let published = served(&pipeline, &key, &spec).await;
+    let checked_at = std::time::Instant::now();
+
+    let mut altered = read_all(&*s.store, &published.object_key).await;
+    altered[0] ^= 0xff;
+    s.store
+        .put(
+            &published.object_key,
+            Bytes::from(altered),
+            None,
+            PutCondition::Overwrite,
+        )
+        .await
+        .unwrap();
+    let within = served(&pipeline, &key, &spec).await;
+    assert!(
+        checked_at.elapsed() < RECHECK / 2,
+        "the test took longer than the interval it tests; nothing was shown"
+    );
+    assert_eq!(
+        within, published,
+        "trusted within the interval: not checked again"
+    );
+    assert_eq!(s.dummy.calls(), 1);
+
+    tokio::time::sleep(RECHECK.saturating_sub(checked_at.elapsed()) + Duration::from_millis(100)).await;
+    let repaired = served(&pipeline, &key, &spec).await;
+    assert_eq!(
+        s.dummy.calls(),
+        2,
+        "checked again after the interval, found altered, rebuilt"
+    );
+    assert_eq!(
+        read_all(&*s.store, &repaired.object_key).await,
+        expected_bytes("genuine", 1000)
+    );
 }

@@ -339,7 +339,7 @@ fn skopeo_podman_and_the_signature(backend: Backend) {
 
 #[test]
 fn tampered_signature_or_index_is_rebuilt() {
-    let server = ImageServer::start(Backend::S3);
+    let server = ImageServer::start_checking_every_request(Backend::S3);
     let id = server.post_schematic(&schematic("tamper"));
     let repository = format!("installer/{id}");
     let path = format!("/v2/{repository}/manifests/{VERSION}");
