@@ -269,6 +269,16 @@ async fn served(pipeline: &Pipeline, key: &str, spec: &serde_json::Value) -> fac
     }
 }
 
+/// Rewrites the object at `key` with its first byte flipped: same size, other bytes.
+async fn alter_first_byte(store: &dyn ContentStore, key: &str) {
+    let mut altered = read_all(store, key).await;
+    altered[0] ^= 0xff;
+    store
+        .put(key, Bytes::from(altered), None, PutCondition::Overwrite)
+        .await
+        .unwrap();
+}
+
 async fn read_all(store: &dyn ContentStore, key: &str) -> Vec<u8> {
     let (_, mut stream) = store.get_stream(key).await.unwrap().unwrap();
     let mut out = Vec::new();
@@ -621,17 +631,7 @@ async fn altered_object_bytes_are_detected_and_rebuilt(fixture: &Fixture) {
     );
 
     // Same size, different bytes.
-    let mut altered = read_all(&*s.store, &published.object_key).await;
-    altered[0] ^= 0xff;
-    s.store
-        .put(
-            &published.object_key,
-            Bytes::from(altered),
-            None,
-            PutCondition::Overwrite,
-        )
-        .await
-        .unwrap();
+    alter_first_byte(&*s.store, &published.object_key).await;
     assert!(matches!(
         pipeline.index().verify_object(&published).await.unwrap(),
         ObjectCheck::Corrupt { .. }
@@ -688,17 +688,7 @@ async fn object_check_is_trusted_for_the_recheck_interval(fixture: &Fixture) {
     let published = served(&pipeline, &key, &spec).await;
     let checked_at = std::time::Instant::now();
 
-    let mut altered = read_all(&*s.store, &published.object_key).await;
-    altered[0] ^= 0xff;
-    s.store
-        .put(
-            &published.object_key,
-            Bytes::from(altered),
-            None,
-            PutCondition::Overwrite,
-        )
-        .await
-        .unwrap();
+    alter_first_byte(&*s.store, &published.object_key).await;
     let within = served(&pipeline, &key, &spec).await;
     assert!(
         checked_at.elapsed() < RECHECK / 2,
