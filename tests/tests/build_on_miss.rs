@@ -9,18 +9,16 @@
 //!   CDN.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use bytes::Bytes;
-use common::curl::curl;
-use common::image::{
+use crate::common::curl::curl;
+use crate::common::image::{
     assert_same_bytes, asset_key_parts, built_at_least, download, redirect_key, transfer, Backend,
     ImageServer,
 };
-use common::stand_in::{StandIn, VERSION};
+use crate::common::stand_in::{StandIn, VERSION};
+use bytes::Bytes;
 use factory_assets::ReleaseAssembler;
 use factory_aws::S3Store;
 use factory_core::schematic::Schematic;
@@ -32,7 +30,7 @@ use factory_store::{BuildQueue, ContentStore, PutCondition};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-common::image::backend_tests!(
+crate::common::image::backend_tests!(
     concurrent_cold_requests_build_once,
     altered_bytes_are_rebuilt_not_served
 );
@@ -99,7 +97,7 @@ fn concurrent_cold_requests_build_once(backend: Backend) {
 /// index signature: the image route never redirects to what was altered, it rebuilds, and the
 /// client gets the release kernel.
 fn altered_bytes_are_rebuilt_not_served(backend: Backend) {
-    let server = ImageServer::start(backend);
+    let server = ImageServer::start_checking_every_request(backend);
     let url = server.url().to_owned();
     let path = format!("/image/{}/{VERSION}/kernel-amd64", server.fresh_schematic());
     let kernel = server.release_kernel();
@@ -264,7 +262,7 @@ struct LambdaImage {
 
 impl LambdaImage {
     fn start(links: AssetLinks) -> Self {
-        common::localstack_endpoint(); // Fails at once, with instructions, when unset.
+        crate::common::localstack_endpoint(); // Fails at once, with instructions, when unset.
         let stand_in = StandIn::generate();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -272,9 +270,9 @@ impl LambdaImage {
             .build()
             .unwrap();
         let (url, store, builder, schematic, kernel) = runtime.block_on(async {
-            let s3 = common::s3_client().await;
-            let bucket = common::test_bucket(&s3).await;
-            let prefix = format!("{}/", common::unique_name("lambda-image"));
+            let s3 = crate::common::s3_client().await;
+            let bucket = crate::common::test_bucket(&s3).await;
+            let prefix = format!("{}/", crate::common::unique_name("lambda-image"));
             let store = Arc::new(S3Store::new(s3, bucket, prefix));
             let shared: Arc<dyn ContentStore> = store.clone();
             let assembler = Arc::new(ReleaseAssembler::new(stand_in.upstream()));
@@ -326,7 +324,7 @@ fn lambda_redirects_to_presigned_s3_urls() {
     let lambda = LambdaImage::start(AssetLinks::Presigned(Duration::from_secs(300)));
     let url = lambda.url.clone();
     let path = format!("/image/{}/{VERSION}/kernel-amd64", lambda.schematic);
-    let endpoint = common::localstack_endpoint();
+    let endpoint = crate::common::localstack_endpoint();
     // Path-style (an endpoint override): <endpoint>/<bucket>/<prefix><key>.
     let bucket_prefix = format!("{}/{}", lambda.store.bucket(), lambda.store.prefix());
 

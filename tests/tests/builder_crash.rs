@@ -9,8 +9,6 @@
 //! exactly the expected bytes.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
@@ -139,14 +137,14 @@ async fn sha256_of(store: &dyn ContentStore, key: &str) -> (u64, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn builder_killed_mid_upload_is_taken_over() {
-    let sdk = common::aws_config().await;
+    let sdk = crate::common::aws_config().await;
     let s3 = factory_aws::s3_client(&sdk);
     let sqs = factory_aws::sqs_client(&sdk);
-    let bucket = common::test_bucket(&s3).await;
-    let prefix = format!("{}/", common::unique_name("crash"));
+    let bucket = crate::common::test_bucket(&s3).await;
+    let prefix = format!("{}/", crate::common::unique_name("crash"));
     let (queue_url, dlq_url) = ensure_build_queue_with(
         &sqs,
-        &common::unique_name("crash"),
+        &crate::common::unique_name("crash"),
         &BuildQueueConfig {
             visibility_timeout: VISIBILITY,
             max_receive_count: 20,

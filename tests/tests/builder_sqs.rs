@@ -11,8 +11,6 @@
 //! Assets are opaque here: a dummy assembler writes bytes taken from the spec.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,9 +55,9 @@ impl Assembler for Dummy {
 
 /// A builder over a fresh prefix of the test bucket, with its key.
 async fn s3_builder() -> (Builder, Arc<dyn ContentStore>, Arc<SigningKey>) {
-    let s3 = common::s3_client().await;
-    let bucket = common::test_bucket(&s3).await;
-    let prefix = format!("{}/", common::unique_name("builder-sqs"));
+    let s3 = crate::common::s3_client().await;
+    let bucket = crate::common::test_bucket(&s3).await;
+    let prefix = format!("{}/", crate::common::unique_name("builder-sqs"));
     let store: Arc<dyn ContentStore> = Arc::new(S3Store::new(s3, bucket, prefix));
     let key = Arc::new(SigningKey::generate());
     let config = BuilderConfig {
@@ -186,15 +184,16 @@ async fn messages_in(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn local_poller_dead_letters_poison_and_deletes_what_it_built() {
-    let sdk = common::aws_config().await;
+    let sdk = crate::common::aws_config().await;
     let sqs = factory_aws::sqs_client(&sdk);
     let config = BuildQueueConfig {
         visibility_timeout: VISIBILITY,
         max_receive_count: MAX_RECEIVES,
     };
-    let (queue_url, dlq_url) = ensure_build_queue_with(&sqs, &common::unique_name("builder-sqs"), &config)
-        .await
-        .unwrap();
+    let (queue_url, dlq_url) =
+        ensure_build_queue_with(&sqs, &crate::common::unique_name("builder-sqs"), &config)
+            .await
+            .unwrap();
     let queue = SqsQueue::new(sqs.clone(), queue_url.clone(), Some(dlq_url.clone()));
     let source = EventSource::sqs_queue(&queue_url, sdk.region().map(|r| r.as_ref()));
     assert!(
@@ -274,15 +273,15 @@ async fn local_poller_dead_letters_poison_and_deletes_what_it_built() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_server_with_aws_creates_its_fifo_queue_and_dead_letter_queue() {
-    let sdk = common::aws_config().await;
+    let sdk = crate::common::aws_config().await;
     let sqs = factory_aws::sqs_client(&sdk);
     let s3 = factory_aws::s3_client(&sdk);
     let dir = tempfile::tempdir().unwrap();
-    let queue = common::unique_name("local-queue");
+    let queue = crate::common::unique_name("local-queue");
     let mut options = Options::with_data_dir(dir.path());
     options.aws = true;
-    options.bucket = common::test_bucket(&s3).await;
-    options.prefix = format!("{}/", common::unique_name("local-server"));
+    options.bucket = crate::common::test_bucket(&s3).await;
+    options.prefix = format!("{}/", crate::common::unique_name("local-server"));
     options.queue = queue.clone();
     // A release catalog (so that there is a builder), never contacted by this test.
     options.upstream = UpstreamChoice::Registry("http://127.0.0.1:9".into());
@@ -368,16 +367,17 @@ impl Assembler for FlakyOnce {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transient_failure_comes_back_after_the_retry_delay() {
-    let sdk = common::aws_config().await;
+    let sdk = crate::common::aws_config().await;
     let sqs = factory_aws::sqs_client(&sdk);
     // A visibility timeout far beyond the test's deadline: only the retry delay brings it back.
     let config = BuildQueueConfig {
         visibility_timeout: Duration::from_secs(600),
         max_receive_count: 3,
     };
-    let (queue_url, dlq_url) = ensure_build_queue_with(&sqs, &common::unique_name("builder-retry"), &config)
-        .await
-        .unwrap();
+    let (queue_url, dlq_url) =
+        ensure_build_queue_with(&sqs, &crate::common::unique_name("builder-retry"), &config)
+            .await
+            .unwrap();
     let queue = SqsQueue::new(sqs.clone(), queue_url.clone(), Some(dlq_url));
     let source = EventSource::sqs_queue(&queue_url, sdk.region().map(|r| r.as_ref()));
     let (_, store, key) = s3_builder().await;

@@ -12,16 +12,14 @@
 //! Signatures are verified with the generator's test key (`<out>/cosign.pub`); failure cases use
 //! a wrong key and a stopped registry, and check that nothing wrong lands in the cache.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
+use crate::common::curl::Reply;
+use crate::common::local_server::LocalServerThread;
+use crate::common::registry::Registry;
 use bytes::Bytes;
-use common::curl::Reply;
-use common::local_server::LocalServerThread;
-use common::registry::Registry;
 use factory_core::version::TalosVersion;
 use factory_local::{Options, UpstreamChoice};
 use factory_store::fs::FsStore;
@@ -169,7 +167,7 @@ fn curl(server: &Server, method: &str, path: &str) -> Reply {
     } else {
         &["-X", method]
     };
-    common::curl::curl(&server.url, args, path)
+    crate::common::curl::curl(&server.url, args, path)
 }
 
 fn get(server: &Server, path: &str) -> Reply {
@@ -393,11 +391,11 @@ fn oci_layout_fs_meta_and_broken_versions() {
 
 #[test]
 fn registry_s3_meta() {
-    common::localstack_endpoint(); // Fails at once, with instructions, when unset.
+    crate::common::localstack_endpoint(); // Fails at once, with instructions, when unset.
     let release = Release::pushed();
     let data = tempfile::tempdir().expect("tempdir");
-    let prefix = format!("{}/", common::unique_name("catalog-api"));
-    let bucket = block_on(async { common::test_bucket(&common::s3_client().await).await });
+    let prefix = format!("{}/", crate::common::unique_name("catalog-api"));
+    let bucket = block_on(async { crate::common::test_bucket(&crate::common::s3_client().await).await });
     let server = Server::start_with(
         data.path(),
         UpstreamChoice::Registry(release.registry.url()),
@@ -408,7 +406,7 @@ fn registry_s3_meta() {
             options.bucket = bucket;
             options.prefix = prefix;
             // A build queue of its own: servers sharing one would build each other's messages.
-            options.queue = common::unique_name("catalog-api");
+            options.queue = crate::common::unique_name("catalog-api");
         },
         true,
     );

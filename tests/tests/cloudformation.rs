@@ -12,14 +12,12 @@
 //! Needs LocalStack from `localstack/start` (CloudFormation, Secrets Manager, S3, SQS) and the
 //! functions from `scripts/build-functions`; fails, never skips, without them.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use common::curl::{curl, Reply};
-use common::stack::StackThread;
+use crate::common::curl::{curl, Reply};
+use crate::common::stack::StackThread;
 use factory_signing::SigningKey;
 use serde_json::Value;
 
@@ -106,14 +104,14 @@ fn get(url: &str, path: &str) -> Reply {
 
 #[test]
 fn storage_stack_deploy_run_update_delete() {
-    common::localstack_endpoint();
-    common::stack::functions_dir();
+    crate::common::localstack_endpoint();
+    crate::common::stack::functions_dir();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let s3 = rt.block_on(common::s3_client());
-    let sqs = rt.block_on(common::sqs_client());
+    let s3 = rt.block_on(crate::common::s3_client());
+    let sqs = rt.block_on(crate::common::sqs_client());
 
     // The production template keeps the bucket when the stack goes (checked below on LocalStack).
     let template =
@@ -177,7 +175,7 @@ fn storage_stack_deploy_run_update_delete() {
 
     // ---- the functions against the stack's bucket, queues and secret
     let started = Instant::now();
-    let stand_in = common::stand_in::StandIn::generate();
+    let stand_in = crate::common::stand_in::StandIn::generate();
     let functions = StackThread::start_existing(
         &stand_in,
         &name,
@@ -229,7 +227,7 @@ fn storage_stack_deploy_run_update_delete() {
     assert!(pxe.text().starts_with("#!ipxe"), "{}", pxe.text());
     // Built on miss: the image function enqueues on the stack's build queue, the builder (fed by
     // the template's event source mapping from that queue) publishes into the stack's bucket.
-    let cmdline = common::image::download(&url, &format!("/image/{id}/{VERSION}/cmdline-metal-amd64"));
+    let cmdline = crate::common::image::download(&url, &format!("/image/{id}/{VERSION}/cmdline-metal-amd64"));
     assert_eq!(cmdline.status, 200, "{}", cmdline.text());
     assert!(cmdline.text().contains("console=ttyS1"), "{}", cmdline.text());
     assert!(functions.built() >= 1, "the builder published nothing");

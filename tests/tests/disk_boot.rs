@@ -24,17 +24,15 @@
 //! FACTORY_REQUIRE_BOOT=1.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
 
-use common::boot::{
+use crate::common::boot::{
     boot_parts_dir, missing_prerequisite, qemu, skip, with_ovmf, BootRun, OVMF_CODE, OVMF_VARS,
 };
-use common::stand_in::VERSION;
+use crate::common::stand_in::VERSION;
 use factory_disk::assemble::{build_disk, DiskSpec};
 use factory_disk::layout::MIN_RAW_DISK_SIZE;
 use factory_disk::{BootFiles, Bootloader, TalosVersion};

@@ -3,24 +3,25 @@
 //! Lambda functions run, where each store request is an S3 round trip and each upstream request
 //! one to the registry).
 //!
-//! * A warm hit of the image route — asset built, process warm — makes **one** store request,
-//!   the `HEAD` that the object is still what was published, and none upstream: the schematic,
-//!   the version list, the tag's verified digest and the signed index record come from the
-//!   process's memos (each verified when it was read).
+//! * A warm hit of the image route — asset built, process warm — makes **no** store request
+//!   and none upstream: the schematic, the version list, the tag's verified digest and the
+//!   signed index record come from the process's memos (each verified when it was read), and
+//!   the `HEAD` that the object is still what was published is trusted for the object recheck
+//!   interval (10 s by default: at most one `HEAD` per interval, however many hits).
+//! * After the interval, the next hit checks again: an object deleted behind the server's back
+//!   is noticed and rebuilt.
 //! * Schematic reads, PXE scripts and the catalogs make none at all once warm.
-
-mod common;
 
 use std::sync::atomic::Ordering;
 
-use common::curl::curl;
-use common::image::{download, Backend, ImageServer};
-use common::stand_in::VERSION;
+use crate::common::curl::curl;
+use crate::common::image::{download, Backend, ImageServer};
+use crate::common::stand_in::VERSION;
 
 /// Warm requests of each route, this many times.
 const WARM: u64 = 20;
 
-fn warm_requests_cost_one_head_at_most(backend: Backend) {
+fn warm_requests_cost_no_store_request(backend: Backend) {
     let server = ImageServer::start(backend);
     let url = server.url().to_owned();
     let id = server.fresh_schematic();
@@ -81,10 +82,12 @@ fn warm_requests_cost_one_head_at_most(backend: Backend) {
     assert_eq!(checksum.status, 200, "checksum: {}", checksum.text());
     let store_used = counts.store.requests() - store_before;
     let heads = counts.store.head.load(Ordering::Relaxed) - heads_before;
-    assert_eq!(
-        store_used,
+    // The cold build checked the object a moment ago; the interval (10 s) may run out once during
+    // these requests on a slow machine, not twice.
+    assert!(
+        store_used <= 1,
+        "{} warm image requests made {store_used} store requests, at most one HEAD expected (all counters now: {})",
         WARM + 2,
-        "one store request per warm image request (all counters now: {})",
         counts.store.summary()
     );
     assert_eq!(heads, store_used, "and that one is the object's HEAD");
@@ -112,14 +115,67 @@ fn warm_requests_cost_one_head_at_most(backend: Backend) {
 
 mod fs {
     #[test]
-    fn warm_requests_cost_one_head_at_most() {
-        super::warm_requests_cost_one_head_at_most(super::Backend::Fs);
+    fn warm_requests_cost_no_store_request() {
+        super::warm_requests_cost_no_store_request(super::Backend::Fs);
     }
 }
 
 mod s3 {
     #[test]
-    fn warm_requests_cost_one_head_at_most() {
-        super::warm_requests_cost_one_head_at_most(super::Backend::S3);
+    fn warm_requests_cost_no_store_request() {
+        super::warm_requests_cost_no_store_request(super::Backend::S3);
     }
+}
+
+/// With a short recheck interval: a warm hit within it asks the store nothing, even though the
+/// object was deleted behind the server's back (the redirect goes out, as the CDN's kept copy
+/// would); the first hit after it checks, finds the object gone and rebuilds it.
+#[test]
+fn deleted_object_is_noticed_after_the_recheck_interval() {
+    const RECHECK_SECONDS: u64 = 2;
+    let server = ImageServer::start_with(Backend::Fs, |options| {
+        options.object_recheck_seconds = RECHECK_SECONDS;
+    });
+    let url = server.url().to_owned();
+    let path = format!("/image/{}/{VERSION}/kernel-amd64", server.fresh_schematic());
+    let kernel = server.release_kernel();
+    let first = download(&url, &path);
+    assert_eq!(first.status, 200, "cold build: {}", first.text());
+    let checked_at = std::time::Instant::now();
+    let counts = server.request_counts().expect("the local server counts").clone();
+    let object = crate::common::image::redirect_key(&curl(&url, &[], &path));
+    server
+        .block_on(server.store().delete(&object))
+        .expect("delete the object");
+
+    let store_before = counts.store.requests();
+    let within = curl(&url, &[], &path);
+    assert!(
+        checked_at.elapsed() < std::time::Duration::from_secs(RECHECK_SECONDS) / 2,
+        "the test took longer than the interval it tests; nothing was shown"
+    );
+    assert_eq!(
+        within.status,
+        302,
+        "trusted within the interval: {}",
+        within.text()
+    );
+    assert_eq!(
+        counts.store.requests() - store_before,
+        0,
+        "no store request within the interval"
+    );
+    assert_eq!(server.built(), 1);
+
+    std::thread::sleep(
+        std::time::Duration::from_secs(RECHECK_SECONDS) + std::time::Duration::from_millis(200),
+    );
+    let after = download(&url, &path);
+    assert_eq!(after.status, 200, "after the interval: {}", after.text());
+    crate::common::image::assert_same_bytes(&after.body, &kernel, "rebuilt");
+    assert_eq!(
+        server.built_at_least(2),
+        2,
+        "checked again, found gone, rebuilt once"
+    );
 }

@@ -6,15 +6,13 @@
 //! Each check is a plain function run against both backends by `api_tests!`, so the two
 //! storage adapters must behave identically at the HTTP level.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::curl::Reply;
-use common::local_server::LocalServerThread;
+use crate::common::curl::Reply;
+use crate::common::local_server::LocalServerThread;
 use factory_local::Options;
 
 /// `{}` / `customization: {}` (spec §5.3 conformance vector).
@@ -32,7 +30,10 @@ struct Server {
     url: String,
     dir: tempfile::TempDir,
     _server: Option<LocalServerThread>,
-    stack: Option<(common::stack::StackThread, common::stand_in::StandIn)>,
+    stack: Option<(
+        crate::common::stack::StackThread,
+        crate::common::stand_in::StandIn,
+    )>,
 }
 
 impl Server {
@@ -43,13 +44,13 @@ impl Server {
 
     /// Over S3 on LocalStack: the run's bucket, under a prefix unique to this test.
     fn localstack() -> Self {
-        common::localstack_endpoint(); // Fails at once, with instructions, when unset.
+        crate::common::localstack_endpoint(); // Fails at once, with instructions, when unset.
         let bucket = run_bucket().to_owned();
         Self::start(
             move |options| {
                 options.aws = true;
                 options.bucket = bucket;
-                options.prefix = format!("{}/", common::unique_name("http-api"));
+                options.prefix = format!("{}/", crate::common::unique_name("http-api"));
             },
             true,
         )
@@ -73,8 +74,8 @@ impl Server {
     /// The serverless stack of template.yaml (the functions' release binaries under the Lambda
     /// Runtime API emulator, behind the template's CDN and HTTP API, on LocalStack).
     fn stack() -> Self {
-        let stand_in = common::stand_in::StandIn::generate();
-        let stack = common::stack::StackThread::start(&stand_in, &[]);
+        let stand_in = crate::common::stand_in::StandIn::generate();
+        let stack = crate::common::stack::StackThread::start(&stand_in, &[]);
         Self {
             url: stack.url().to_owned(),
             dir: tempfile::tempdir().expect("tempdir"),
@@ -94,7 +95,7 @@ impl Server {
 /// One bucket for the whole run (unique, so runs never see each other's objects).
 fn run_bucket() -> &'static str {
     static BUCKET: OnceLock<String> = OnceLock::new();
-    BUCKET.get_or_init(|| common::unique_name("http-api"))
+    BUCKET.get_or_init(|| crate::common::unique_name("http-api"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -102,7 +103,7 @@ fn run_bucket() -> &'static str {
 
 /// `curl <args>` against the server under test.
 fn curl(server: &Server, args: &[&str], path: &str) -> Reply {
-    common::curl::curl(&server.url, args, path)
+    crate::common::curl::curl(&server.url, args, path)
 }
 
 fn post_schematic(server: &Server, body: &[u8]) -> Reply {

@@ -9,20 +9,18 @@
 //! wiring are in `build_on_miss.rs`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::curl::{curl, Reply};
-use common::image::{assert_error, assert_same_bytes, download, redirect_key, Backend, ImageServer};
-use common::stand_in::VERSION;
+use crate::common::curl::{curl, Reply};
+use crate::common::image::{assert_error, assert_same_bytes, download, redirect_key, Backend, ImageServer};
+use crate::common::stand_in::VERSION;
 use factory_core::arch::Arch;
 use factory_core::cmdline::{kernel_cmdline, CmdlineInput};
 use factory_core::schematic::MetaValue;
 use factory_core::version::TalosVersion;
 use sha2::{Digest, Sha256};
 
-common::image::backend_tests!(kernel_and_cmdline, request_errors, hostile_filenames);
+crate::common::image::backend_tests!(kernel_and_cmdline, request_errors, hostile_filenames);
 
 fn kernel_and_cmdline(backend: Backend) {
     let server = ImageServer::start(backend);

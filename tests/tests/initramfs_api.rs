@@ -15,20 +15,18 @@
 //!   is the builder's `400`, remembered in the negative cache.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::curl::curl;
-use common::image::{assert_error, assert_same_bytes, download, redirect_key, Backend, ImageServer};
-use common::inspect::{
+use crate::common::curl::curl;
+use crate::common::image::{assert_error, assert_same_bytes, download, redirect_key, Backend, ImageServer};
+use crate::common::inspect::{
     cpio_extract, cpio_list, pe_section, pe_sections, split_leading_cpio, unsquashfs_list, zstd_decompress,
     zstd_test,
 };
-use common::stand_in::VERSION;
+use crate::common::stand_in::VERSION;
 use factory_core::arch::Arch;
 use factory_core::cmdline::{kernel_cmdline, CmdlineInput};
 use factory_core::version::TalosVersion;
 
-common::image::backend_tests!(initramfs_with_extensions, uki_without_secureboot);
+crate::common::image::backend_tests!(initramfs_with_extensions, uki_without_secureboot);
 
 /// The release initramfs of `amd64` inside the imager image.
 const BASE_INITRAMFS: &str = "usr/install/amd64/initramfs.xz";
@@ -48,7 +46,8 @@ fn schematic(meta: bool) -> String {
 }
 
 fn initramfs_with_extensions(backend: Backend) {
-    let server = ImageServer::start(backend);
+    // It deletes the built object and expects the very next request to notice.
+    let server = ImageServer::start_checking_every_request(backend);
     let url = server.url().to_owned();
     let id = server.post_schematic(&schematic(true));
     let path = format!("/image/{id}/{VERSION}/initramfs-amd64.xz");

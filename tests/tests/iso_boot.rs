@@ -21,16 +21,14 @@
 //! those unless FACTORY_REQUIRE_BOOT=1 (scripts/test). No LocalStack.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::io::Read;
 use std::path::Path;
 
-use common::boot::{
+use crate::common::boot::{
     boot_parts_dir, missing_prerequisite, qemu, skip, with_ovmf, BootRun, BOOT_TIMEOUT_SECS, OVMF_CODE,
     OVMF_VARS,
 };
-use common::stand_in::VERSION;
+use crate::common::stand_in::VERSION;
 use factory_disk::iso::{build_iso, IsoSpec, IsoVariant, SOURCE_DATE_EPOCH};
 use factory_disk::BootFiles;
 use factory_uki::{

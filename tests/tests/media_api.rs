@@ -16,15 +16,13 @@
 //! (sd-boot): + 1000 MiB (talos-imager §3.2).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::disk::{gpt_names, gpt_partitions, tool, unzstd};
+use crate::common::disk::{gpt_names, gpt_partitions, tool, unzstd};
 
-use common::image::{download, Backend, ImageServer};
-use common::stand_in::VERSION;
+use crate::common::image::{download, Backend, ImageServer};
+use crate::common::stand_in::VERSION;
 use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1024 * 1024;

@@ -29,14 +29,12 @@
 //! FACTORY_REQUIRE_BOOT=1 (scripts/test).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::boot::{
+use crate::common::boot::{
     boot_parts_dir, missing_prerequisite, qemu, skip, with_ovmf, BootRun, GuestServer, CMDLINE, META,
     OVMF_CODE, OVMF_VARS, SCHEMATIC,
 };
-use common::disk::{gpt_names, tool, unzstd};
-use common::stand_in::VERSION;
+use crate::common::disk::{gpt_names, tool, unzstd};
+use crate::common::stand_in::VERSION;
 
 /// The command line of an ISO of [`SCHEMATIC`]: the cmdline asset plus `talos.halt_if_installed=1`
 /// after the platform's args (talos-imager §6.2 step 3).

@@ -13,15 +13,13 @@
 //! FACTORY_REQUIRE_BOOT=1.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::fs::File;
 use std::path::Path;
 
-use common::boot::{
+use crate::common::boot::{
     boot_parts_dir, missing_prerequisite, qemu, skip, with_ovmf, BootRun, OVMF_CODE, OVMF_VARS,
 };
-use common::stand_in::VERSION;
+use crate::common::stand_in::VERSION;
 use factory_disk::layout::{image_disk_size, MIN_RAW_DISK_SIZE};
 use factory_disk::meta::{add_meta, disk_image_meta_values, keys};
 use factory_disk::{Bootloader, DiskLayout, SparseImage, TalosVersion};

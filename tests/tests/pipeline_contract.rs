@@ -4,8 +4,6 @@
 //! to start LocalStack). Assets are opaque here: a dummy assembler writes bytes taken from the spec.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,17 +43,18 @@ async fn embedded_fixture() -> Fixture {
 }
 
 async fn aws_fixture() -> Fixture {
-    let s3 = common::s3_client().await;
-    let bucket = common::test_bucket(&s3).await;
-    let prefix = format!("{}/", common::unique_name("pipeline"));
-    let sqs = common::sqs_client().await;
+    let s3 = crate::common::s3_client().await;
+    let bucket = crate::common::test_bucket(&s3).await;
+    let prefix = format!("{}/", crate::common::unique_name("pipeline"));
+    let sqs = crate::common::sqs_client().await;
     let config = BuildQueueConfig {
         visibility_timeout: VISIBILITY,
         max_receive_count: 5,
     };
-    let (queue_url, dlq_url) = ensure_build_queue_with(&sqs, &common::unique_name("pipeline"), &config)
-        .await
-        .unwrap();
+    let (queue_url, dlq_url) =
+        ensure_build_queue_with(&sqs, &crate::common::unique_name("pipeline"), &config)
+            .await
+            .unwrap();
     Fixture {
         store: Arc::new(S3Store::new(s3, bucket, prefix)),
         queue: Arc::new(SqsQueue::new(sqs, queue_url, Some(dlq_url))),
@@ -97,6 +96,7 @@ pipeline_suite!(
     failed_assembly_leaves_nothing,
     tampered_index_signature_is_a_miss_and_rebuilt,
     altered_object_bytes_are_detected_and_rebuilt,
+    object_check_is_trusted_for_the_recheck_interval,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -267,6 +267,16 @@ async fn served(pipeline: &Pipeline, key: &str, spec: &serde_json::Value) -> fac
         Response::Served(p) => p,
         other => panic!("expected Served, got {other:?}"),
     }
+}
+
+/// Rewrites the object at `key` with its first byte flipped: same size, other bytes.
+async fn alter_first_byte(store: &dyn ContentStore, key: &str) {
+    let mut altered = read_all(store, key).await;
+    altered[0] ^= 0xff;
+    store
+        .put(key, Bytes::from(altered), None, PutCondition::Overwrite)
+        .await
+        .unwrap();
 }
 
 async fn read_all(store: &dyn ContentStore, key: &str) -> Vec<u8> {
@@ -609,40 +619,32 @@ async fn tampered_index_signature_is_a_miss_and_rebuilt(fixture: &Fixture) {
 
 async fn altered_object_bytes_are_detected_and_rebuilt(fixture: &Fixture) {
     let s = setup(fixture, Dummy::new(Duration::ZERO, Mode::Ok), config());
+    // Every request checks the object (the recheck interval is the next test's).
+    let pipeline = s.pipeline.clone().with_object_recheck(Duration::ZERO);
     let key = cache_key();
     let spec = spec("genuine", 1000);
     let _worker = worker(s.queue.clone(), s.builder.clone());
-    let published = served(&s.pipeline, &key, &spec).await;
+    let published = served(&pipeline, &key, &spec).await;
     assert_eq!(
-        s.pipeline.index().verify_object(&published).await.unwrap(),
+        pipeline.index().verify_object(&published).await.unwrap(),
         ObjectCheck::Intact
     );
 
     // Same size, different bytes.
-    let mut altered = read_all(&*s.store, &published.object_key).await;
-    altered[0] ^= 0xff;
-    s.store
-        .put(
-            &published.object_key,
-            Bytes::from(altered),
-            None,
-            PutCondition::Overwrite,
-        )
-        .await
-        .unwrap();
+    alter_first_byte(&*s.store, &published.object_key).await;
     assert!(matches!(
-        s.pipeline.index().verify_object(&published).await.unwrap(),
+        pipeline.index().verify_object(&published).await.unwrap(),
         ObjectCheck::Corrupt { .. }
     ));
     // The cheap check before every redirect (size + etag) notices too, and the request side
     // rebuilds instead of serving: the answer is an intact object, never the altered one.
     assert!(matches!(
-        s.pipeline.index().check_object(&published).await.unwrap(),
+        pipeline.index().check_object(&published).await.unwrap(),
         ObjectCheck::Corrupt { .. }
     ));
-    let repaired = served(&s.pipeline, &key, &spec).await;
+    let repaired = served(&pipeline, &key, &spec).await;
     assert_eq!(
-        s.pipeline.index().check_object(&repaired).await.unwrap(),
+        pipeline.index().check_object(&repaired).await.unwrap(),
         ObjectCheck::Intact
     );
     assert_eq!(
@@ -653,16 +655,16 @@ async fn altered_object_bytes_are_detected_and_rebuilt(fixture: &Fixture) {
 
     s.store.delete(&published.object_key).await.unwrap();
     assert_eq!(
-        s.pipeline.index().verify_object(&published).await.unwrap(),
+        pipeline.index().verify_object(&published).await.unwrap(),
         ObjectCheck::Missing
     );
 
     // Invalidate → rebuild inside the dedup window of the first build's message.
-    s.pipeline.invalidate(&key, &spec).await.unwrap();
-    let rebuilt = served(&s.pipeline, &key, &spec).await;
+    pipeline.invalidate(&key, &spec).await.unwrap();
+    let rebuilt = served(&pipeline, &key, &spec).await;
     assert_eq!(rebuilt.object_key, published.object_key);
     assert_eq!(
-        s.pipeline.index().verify_object(&rebuilt).await.unwrap(),
+        pipeline.index().verify_object(&rebuilt).await.unwrap(),
         ObjectCheck::Intact
     );
     assert_eq!(
@@ -670,4 +672,43 @@ async fn altered_object_bytes_are_detected_and_rebuilt(fixture: &Fixture) {
         expected_bytes("genuine", 1000)
     );
     assert_eq!(s.dummy.calls(), 3);
+}
+
+/// A check that an object is intact is trusted for the recheck interval: a warm request within
+/// it asks the store nothing (the altered object is still handed out, as the CDN would hand out
+/// the redirect it keeps), the first one after it checks again and rebuilds.
+async fn object_check_is_trusted_for_the_recheck_interval(fixture: &Fixture) {
+    const RECHECK: Duration = Duration::from_secs(3);
+    let s = setup(fixture, Dummy::new(Duration::ZERO, Mode::Ok), config());
+    let pipeline = s.pipeline.clone().with_object_recheck(RECHECK);
+    assert_eq!(pipeline.object_recheck(), RECHECK);
+    let key = cache_key();
+    let spec = spec("genuine", 1000);
+    let _worker = worker(s.queue.clone(), s.builder.clone());
+    let published = served(&pipeline, &key, &spec).await;
+    let checked_at = std::time::Instant::now();
+
+    alter_first_byte(&*s.store, &published.object_key).await;
+    let within = served(&pipeline, &key, &spec).await;
+    assert!(
+        checked_at.elapsed() < RECHECK / 2,
+        "the test took longer than the interval it tests; nothing was shown"
+    );
+    assert_eq!(
+        within, published,
+        "trusted within the interval: not checked again"
+    );
+    assert_eq!(s.dummy.calls(), 1);
+
+    tokio::time::sleep(RECHECK.saturating_sub(checked_at.elapsed()) + Duration::from_millis(100)).await;
+    let repaired = served(&pipeline, &key, &spec).await;
+    assert_eq!(
+        s.dummy.calls(),
+        2,
+        "checked again after the interval, found altered, rebuilt"
+    );
+    assert_eq!(
+        read_all(&*s.store, &repaired.object_key).await,
+        expected_bytes("genuine", 1000)
+    );
 }

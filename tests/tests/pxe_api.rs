@@ -13,19 +13,17 @@
 //! Booting these scripts with iPXE in QEMU is `pxe_boot.rs`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::Arc;
 
-use common::curl::curl;
-use common::image::{assert_error, download, Backend, ImageServer};
-use common::stand_in::{StandIn, VERSION};
+use crate::common::curl::curl;
+use crate::common::image::{assert_error, download, Backend, ImageServer};
+use crate::common::stand_in::{StandIn, VERSION};
 use factory_http::{AppState, HttpConfig};
 use factory_store::fs::FsStore;
 use factory_store::ContentStore;
 use tower::ServiceExt as _;
 
-common::image::backend_tests!(golden_scripts, aliases_and_platforms, request_errors);
+crate::common::image::backend_tests!(golden_scripts, aliases_and_platforms, request_errors);
 
 /// Two extra kernel args (one replacing the default console) and a META value.
 const SCHEMATIC: &str = "customization:\n  extraKernelArgs:\n    - console=ttyS0\n    - net.ifnames=0\n  \

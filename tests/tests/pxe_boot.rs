@@ -25,13 +25,11 @@
 //! the boot parts; skipped without those unless FACTORY_REQUIRE_BOOT=1 (scripts/test).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::boot::{
+use crate::common::boot::{
     base64_decode, boot_parts_dir, missing_prerequisite, qemu, skip, with_ovmf, BootRun, GuestServer,
     CMDLINE, META, OVMF_CODE, OVMF_VARS, SCHEMATIC,
 };
-use common::stand_in::VERSION;
+use crate::common::stand_in::VERSION;
 
 /// Debian's iPXE for virtio-net (BIOS and EFI images in one ROM): QEMU's default option ROM of
 /// `virtio-net-pci`, found on its firmware path. (Naming it with `romfile=` makes SeaBIOS skip

@@ -3,8 +3,6 @@
 //! DLQ per test, with a short visibility timeout; see `common` for the environment it needs).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,14 +32,15 @@ fn memory_fixture() -> Fixture {
 }
 
 async fn sqs_fixture() -> Fixture {
-    let sqs = common::sqs_client().await;
+    let sqs = crate::common::sqs_client().await;
     let config = BuildQueueConfig {
         visibility_timeout: Duration::from_secs(3),
         max_receive_count: 2,
     };
-    let (queue_url, dlq_url) = ensure_build_queue_with(&sqs, &common::unique_name("contract"), &config)
-        .await
-        .unwrap();
+    let (queue_url, dlq_url) =
+        ensure_build_queue_with(&sqs, &crate::common::unique_name("contract"), &config)
+            .await
+            .unwrap();
     Fixture {
         queue: Arc::new(SqsQueue::new(sqs, queue_url, Some(dlq_url))),
         visibility: config.visibility_timeout,

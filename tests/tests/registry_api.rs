@@ -24,19 +24,17 @@
 //!   before 1.10 carries `vmlinuz` + `initramfs.xz`; SecureBoot answers 501.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::curl::{curl, Reply};
-use common::disk::tool;
-use common::image::{Backend, ImageServer};
-use common::inspect::{cpio_extract, split_leading_cpio, zstd_decompress};
-use common::oci::{
+use crate::common::curl::{curl, Reply};
+use crate::common::disk::tool;
+use crate::common::image::{Backend, ImageServer};
+use crate::common::inspect::{cpio_extract, split_leading_cpio, zstd_decompress};
+use crate::common::oci::{
     copy_arch, extract_layer, host, inspect_raw, layout_blob, layout_manifest, pe_section, sha256, skopeo,
 };
-use common::stand_in::VERSION;
+use crate::common::stand_in::VERSION;
 
 fn schematic(marker: &str) -> String {
     format!(
@@ -257,7 +255,7 @@ fn skopeo_podman_and_the_signature(backend: Backend) {
     let signature_b64 = layer["annotations"]["dev.cosignproject.cosign/signature"]
         .as_str()
         .unwrap();
-    let payload = common::image::download(
+    let payload = crate::common::image::download(
         server.url(),
         &format!("/v2/{repository}/blobs/{}", layer["digest"].as_str().unwrap()),
     )
@@ -341,7 +339,7 @@ fn skopeo_podman_and_the_signature(backend: Backend) {
 
 #[test]
 fn tampered_signature_or_index_is_rebuilt() {
-    let server = ImageServer::start(Backend::S3);
+    let server = ImageServer::start_checking_every_request(Backend::S3);
     let id = server.post_schematic(&schematic("tamper"));
     let repository = format!("installer/{id}");
     let path = format!("/v2/{repository}/manifests/{VERSION}");
@@ -372,7 +370,7 @@ fn tampered_signature_or_index_is_rebuilt() {
         assert_eq!(reply.status, 503, "{what}: {}", reply.text());
         assert_eq!(code(&reply), "UNAVAILABLE");
         assert!(!reply.header("retry-after").is_empty());
-        let again = common::image::download(server.url(), &path);
+        let again = crate::common::image::download(server.url(), &path);
         assert_eq!(again.status, 200, "{what}: {}", again.text());
         assert_eq!(
             sha256(&again.body),
@@ -543,7 +541,7 @@ fn oci_errors_writes_and_latest(backend: Backend) {
 fn installer_tarball_is_the_registry_image() {
     let server = ImageServer::start(Backend::Fs);
     let id = server.post_schematic(&schematic("tarball"));
-    let tarball = common::image::download(
+    let tarball = crate::common::image::download(
         server.url(),
         &format!("/image/{id}/{VERSION}/metal-installer-amd64.tar"),
     );

@@ -12,14 +12,12 @@
 //!   `400` naming it (image route and registry); a UKI with an overlay is still `501`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt as _;
 
-use common::curl::curl;
-use common::image::{assert_error, Backend, ImageServer};
-use common::oci::{copy_arch, extract_layer, host, layout_blob, layout_manifest, pe_section, skopeo};
-use common::stand_in::VERSION;
+use crate::common::curl::curl;
+use crate::common::image::{assert_error, Backend, ImageServer};
+use crate::common::oci::{copy_arch, extract_layer, host, layout_blob, layout_manifest, pe_section, skopeo};
+use crate::common::stand_in::VERSION;
 
 /// The stand-in overlay (tools/stand-in-release/src/images/overlays.rs).
 const BOARD: &str = "stand-in-board";
@@ -109,7 +107,7 @@ fn overlay_installer_has_the_overlay_layer() {
     }
 
     // The tarball download is the same image (the registry's arm64 manifest).
-    let tarball = common::image::download(
+    let tarball = crate::common::image::download(
         server.url(),
         &format!("/image/{id}/{VERSION}/metal-installer-arm64.tar"),
     );

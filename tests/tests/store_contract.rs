@@ -3,8 +3,6 @@
 //! unique prefix of the shared test bucket; see `common` for the environment it needs).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,9 +32,9 @@ async fn fs_fixture() -> Fixture {
 }
 
 async fn s3_fixture() -> Fixture {
-    let s3 = common::s3_client().await;
-    let bucket = common::test_bucket(&s3).await;
-    let prefix = format!("{}/", common::unique_name("store-contract"));
+    let s3 = crate::common::s3_client().await;
+    let bucket = crate::common::test_bucket(&s3).await;
+    let prefix = format!("{}/", crate::common::unique_name("store-contract"));
     Fixture {
         store: Arc::new(S3Store::new(s3, bucket, prefix)),
         _dir: None,
@@ -547,9 +545,9 @@ impl AsyncRead for FailingReader {
 /// S3 only: a failed streaming upload leaves no incomplete multipart upload behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s3_failed_stream_aborts_the_multipart_upload() {
-    let s3 = common::s3_client().await;
-    let bucket = common::test_bucket(&s3).await;
-    let store = S3Store::new(s3.clone(), bucket.clone(), common::unique_name("abort"));
+    let s3 = crate::common::s3_client().await;
+    let bucket = crate::common::test_bucket(&s3).await;
+    let store = S3Store::new(s3.clone(), bucket.clone(), crate::common::unique_name("abort"));
     let broken = FailingReader {
         inner: PatternReader::new(5, u64::MAX),
         fail_after: 17 * 1024 * 1024,

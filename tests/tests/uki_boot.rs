@@ -24,14 +24,12 @@
 //! boot parts; skipped without those unless FACTORY_REQUIRE_BOOT=1 (scripts/test).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::boot::{
+use crate::common::boot::{
     boot_parts_dir, esp_image, missing_prerequisite, qemu, skip, with_ovmf, BootRun, GuestServer, CMDLINE,
     OVMF_CODE, OVMF_VARS, SCHEMATIC,
 };
-use common::inspect::{pe_section, pe_sections};
-use common::stand_in::VERSION;
+use crate::common::inspect::{pe_section, pe_sections};
+use crate::common::stand_in::VERSION;
 
 /// [`SCHEMATIC`]'s META block: a UKI's command line is the cmdline asset of the schematic
 /// without it.

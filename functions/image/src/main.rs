@@ -15,6 +15,9 @@
 //! * `FACTORY_BUILD_QUEUE_URL` (required): the SQS FIFO build queue (needs `sqs:SendMessage`).
 //! * `FACTORY_IMAGE_WAIT_SECONDS` (default 20, 0 to 28): how long a request waits for its build
 //!   (API Gateway gives up after 29 s).
+//! * `FACTORY_OBJECT_RECHECK_SECONDS` (default 10, 0 to 300): how long a check that a published
+//!   asset's object is intact (one `HEAD`) is trusted before the next request checks again; an
+//!   object altered or deleted in the bucket is noticed within that time and rebuilt.
 //! * `FACTORY_ASSET_BASE_URL` (the CDN in front of the bucket) or, without it,
 //!   `FACTORY_ASSET_URL_TTL_SECONDS` (presigned URLs, default 3600): where assets are redirected
 //!   to; `FACTORY_EXTERNAL_URL`, `FACTORY_ALLOWED_ORIGINS`: see [`factory_http::HttpConfig`].
@@ -44,7 +47,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let queue: Arc<dyn BuildQueue> = Arc::new(factory_lambda::build_queue(&sdk)?);
     let catalog = factory_lambda::release_catalog_from_env(Arc::clone(&store))?;
     let index = Index::from_public_key_pem(Arc::clone(&store), &public_key_pem)?;
-    let pipeline = Pipeline::new(index, queue, PollConfig::default());
+    let pipeline = Pipeline::new(index, queue, PollConfig::default())
+        .with_object_recheck(factory_lambda::object_recheck_from_env()?);
     let state = AppState::new(store, config)
         .with_catalog(Arc::new(catalog))
         .with_pipeline(Arc::new(pipeline))

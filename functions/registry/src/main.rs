@@ -17,6 +17,8 @@
 //! * `FACTORY_BUILD_QUEUE_URL` (required): the SQS FIFO build queue (needs `sqs:SendMessage`).
 //! * `FACTORY_IMAGE_WAIT_SECONDS` (default 20, 0 to 28): how long a manifest request waits for
 //!   a cold tag's build (API Gateway gives up after 29 s).
+//! * `FACTORY_OBJECT_RECHECK_SECONDS` (default 10, 0 to 300): how long a check that a published
+//!   blob is intact (one `HEAD`) is trusted before the next request checks again.
 //! * `FACTORY_EXTERNAL_URL` (required in practice): its host is the registry name in the cosign
 //!   identity (`docker-reference`) of every signature, so it must be the name users pull from.
 //! * `FACTORY_ASSET_BASE_URL` / `FACTORY_ASSET_URL_TTL_SECONDS`: where blobs are redirected to.
@@ -45,7 +47,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let catalog = factory_lambda::release_catalog_from_env(Arc::clone(&store))?;
     let index = Index::from_public_key_pem(Arc::clone(&store), &public_key_pem)?;
     let reader = RegistryReader::from_public_key_pem(Arc::clone(&store), &public_key_pem)?;
-    let pipeline = Pipeline::new(index, queue, PollConfig::default());
+    let pipeline = Pipeline::new(index, queue, PollConfig::default())
+        .with_object_recheck(factory_lambda::object_recheck_from_env()?);
     let state = AppState::new(store, config)
         .with_catalog(Arc::new(catalog))
         .with_pipeline(Arc::new(pipeline))

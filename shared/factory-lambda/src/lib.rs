@@ -12,8 +12,9 @@
 //! * [`ENV_SIGNING_KEY_PEM`]: the factory's signing key ([`signing_key_from_env`],
 //!   [`public_key_pem_from_env`]).
 //! * [`ENV_BUILD_QUEUE_URL`]: the SQS FIFO build queue ([`build_queue`]).
-//! * [`ENV_IMAGE_WAIT_SECONDS`], [`ENV_BUILD_LEASE_SECONDS`], [`ENV_FAILURE_TTL_SECONDS`]:
-//!   [`image_wait_budget_from_env`], [`builder_config_from_env`].
+//! * [`ENV_IMAGE_WAIT_SECONDS`], [`ENV_OBJECT_RECHECK_SECONDS`], [`ENV_BUILD_LEASE_SECONDS`],
+//!   [`ENV_FAILURE_TTL_SECONDS`]: [`image_wait_budget_from_env`], [`object_recheck_from_env`],
+//!   [`builder_config_from_env`].
 //! * The `FACTORY_UPSTREAM_*` and Talos version variables: [`factory_upstream::settings`]
 //!   ([`upstream_from_env`], [`release_catalog_from_env`]).
 
@@ -40,6 +41,9 @@ pub const ENV_BUILD_QUEUE_URL: &str = "FACTORY_BUILD_QUEUE_URL";
 /// Seconds an image request waits for its build before answering 503 (default 20, 0 to 28:
 /// API Gateway gives up after 29 s).
 pub const ENV_IMAGE_WAIT_SECONDS: &str = "FACTORY_IMAGE_WAIT_SECONDS";
+/// Seconds a verified asset's object check is trusted before a request checks again (default
+/// 10, 0 to 300: at most what the CDN keeps a redirect; 0 checks on every request).
+pub const ENV_OBJECT_RECHECK_SECONDS: &str = "FACTORY_OBJECT_RECHECK_SECONDS";
 /// The builder's claim lease in seconds (default 300, 10 to 3600).
 pub const ENV_BUILD_LEASE_SECONDS: &str = "FACTORY_BUILD_LEASE_SECONDS";
 /// How long a user-caused build failure is remembered, in seconds (default 600, 1 to 604800).
@@ -47,6 +51,8 @@ pub const ENV_FAILURE_TTL_SECONDS: &str = "FACTORY_FAILURE_TTL_SECONDS";
 
 /// The accepted values of [`ENV_IMAGE_WAIT_SECONDS`]: below API Gateway's 29 s timeout.
 pub const IMAGE_WAIT_SECONDS: RangeInclusive<u64> = 0..=28;
+/// The accepted values of [`ENV_OBJECT_RECHECK_SECONDS`]: up to the image route's redirect TTL.
+pub const OBJECT_RECHECK_SECONDS: RangeInclusive<u64> = 0..=300;
 /// The accepted values of [`ENV_BUILD_LEASE_SECONDS`].
 pub const BUILD_LEASE_SECONDS: RangeInclusive<u64> = 10..=3600;
 /// The accepted values of [`ENV_FAILURE_TTL_SECONDS`].
@@ -178,6 +184,16 @@ pub fn public_key_pem_from_env() -> Result<String, String> {
 /// How long an image request waits for its build ([`ENV_IMAGE_WAIT_SECONDS`]).
 pub fn image_wait_budget_from_env() -> Result<Duration, String> {
     env_seconds(ENV_IMAGE_WAIT_SECONDS, 20, IMAGE_WAIT_SECONDS)
+}
+
+/// How long an object check is trusted ([`ENV_OBJECT_RECHECK_SECONDS`]; default
+/// [`factory_pipeline::DEFAULT_OBJECT_RECHECK`]).
+pub fn object_recheck_from_env() -> Result<Duration, String> {
+    env_seconds(
+        ENV_OBJECT_RECHECK_SECONDS,
+        factory_pipeline::DEFAULT_OBJECT_RECHECK.as_secs(),
+        OBJECT_RECHECK_SECONDS,
+    )
 }
 
 /// The builder's lease and failure TTL ([`ENV_BUILD_LEASE_SECONDS`],

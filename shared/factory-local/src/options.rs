@@ -143,6 +143,12 @@ pub struct Options {
     /// the local server cuts the request short.
     #[arg(long, env = "FACTORY_REGISTRY_WAIT_SECONDS", default_value_t = 600)]
     pub registry_wait_seconds: u64,
+
+    /// Seconds a verified asset's object check (one `HEAD`: size and etag) is trusted before the
+    /// next request checks again; 0 checks on every request. An object altered or deleted behind
+    /// the factory's back is noticed within this interval and rebuilt.
+    #[arg(long, env = "FACTORY_OBJECT_RECHECK_SECONDS", default_value_t = 10)]
+    pub object_recheck_seconds: u64,
 }
 
 impl Options {
@@ -167,6 +173,7 @@ impl Options {
             broken_versions: Vec::new(),
             image_wait_seconds: 20,
             registry_wait_seconds: 600,
+            object_recheck_seconds: 10,
         }
     }
 

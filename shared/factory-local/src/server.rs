@@ -118,7 +118,8 @@ impl LocalServer {
                     BuilderConfig::default(),
                 )?;
                 let pipeline =
-                    Pipeline::new(build.index().clone(), Arc::clone(&queue), PollConfig::default());
+                    Pipeline::new(build.index().clone(), Arc::clone(&queue), PollConfig::default())
+                        .with_object_recheck(Duration::from_secs(options.object_recheck_seconds));
                 builder = Some(BuildWorker {
                     queue,
                     source,

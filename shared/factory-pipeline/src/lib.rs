@@ -43,7 +43,7 @@ pub use error::PipelineError;
 pub use failures::{FailureRecord, Failures};
 pub use index::{Index, IndexRecord, ObjectCheck, Published, Publisher, FORMAT_VERSION};
 pub use message::BuildMessage;
-pub use pipeline::{Pipeline, PollConfig, Response};
+pub use pipeline::{Pipeline, PollConfig, Response, DEFAULT_OBJECT_RECHECK};
 pub use sqs_event::{
     handle_sqs_event, handle_sqs_event_with_retries, sqs_event_from_received, EventSource, SqsEventError,
 };

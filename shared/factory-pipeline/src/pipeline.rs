@@ -15,11 +15,21 @@
 //! After enqueueing, the index is polled with exponential backoff until the budget runs out
 //! (the caller picks it: ~20 s leaves room under API Gateway's 29 s limit); then the answer is
 //! [`Response::Building`] with a `Retry-After` hint, and clients retry.
+//!
+//! # Object recheck
+//!
+//! Before a published asset is served, one `HEAD` checks that its object is still the one
+//! published (size and etag). A process then trusts that check for [`Pipeline::object_recheck`]
+//! ([`DEFAULT_OBJECT_RECHECK`] unless set), so a warm hit costs no storage request at all; an
+//! object altered or deleted behind the factory's back is noticed by the first request after
+//! that interval, and rebuilt. The interval is far below how long the CDN keeps the redirect
+//! itself (`Cache-Control` of the image route, 300 s), which bounds what clients can see in any
+//! case; zero checks on every request.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use factory_store::BuildQueue;
+use factory_store::{BuildQueue, Memo};
 use sha2::{Digest, Sha256};
 
 use crate::failures::Failures;
@@ -58,12 +68,22 @@ impl Default for PollConfig {
     }
 }
 
+/// How long a process trusts an object check by default (see the module documentation).
+pub const DEFAULT_OBJECT_RECHECK: Duration = Duration::from_secs(10);
+
+/// Objects found intact, at most this many remembered (a key and an etag each).
+const CHECKED_MEMO_ENTRIES: usize = 16 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     index: Index,
     failures: Failures,
     queue: Arc<dyn BuildQueue>,
     poll: PollConfig,
+    /// Objects found intact within the recheck interval: (object key, etag as published).
+    /// Keyed by the etag too, so that a check of one published object never vouches for another.
+    checked: Option<Arc<Memo<(String, String), ()>>>,
+    object_recheck: Duration,
 }
 
 impl Pipeline {
@@ -73,7 +93,22 @@ impl Pipeline {
             index,
             queue,
             poll,
+            checked: None,
+            object_recheck: Duration::ZERO,
         }
+        .with_object_recheck(DEFAULT_OBJECT_RECHECK)
+    }
+
+    /// How long an object found intact is trusted without another `HEAD` (zero: never).
+    pub fn with_object_recheck(mut self, interval: Duration) -> Self {
+        self.object_recheck = interval;
+        self.checked =
+            (!interval.is_zero()).then(|| Arc::new(Memo::with_ttl(CHECKED_MEMO_ENTRIES, interval)));
+        self
+    }
+
+    pub fn object_recheck(&self) -> Duration {
+        self.object_recheck
     }
 
     pub fn index(&self) -> &Index {
@@ -145,10 +180,22 @@ impl Pipeline {
         }
     }
 
-    /// Whether the published object still is what was published (one `HEAD`: size and etag).
+    /// Whether the published object still is what was published (one `HEAD`: size and etag),
+    /// unless a check within the recheck interval found it so.
     async fn intact(&self, published: &crate::Published) -> Result<bool, PipelineError> {
+        let memo_key = || (published.object_key.clone(), published.object_etag.clone());
+        if let Some(checked) = &self.checked {
+            if checked.get(&memo_key()).is_some() {
+                return Ok(true);
+            }
+        }
         match self.index.check_object(published).await? {
-            ObjectCheck::Intact => Ok(true),
+            ObjectCheck::Intact => {
+                if let Some(checked) = &self.checked {
+                    checked.insert(memo_key(), ());
+                }
+                Ok(true)
+            }
             ObjectCheck::Missing => {
                 tracing::warn!(cache_key = %published.cache_key, object_key = %published.object_key, "published object is missing; rebuilding");
                 Ok(false)
@@ -164,6 +211,13 @@ impl Pipeline {
     /// rebuild (with a dedup id that the earlier build's message cannot swallow).
     pub async fn invalidate(&self, cache_key: &str, spec: &serde_json::Value) -> Result<(), PipelineError> {
         validate_cache_key(cache_key)?;
+        // This process trusts neither the record nor a recent check of its object any more.
+        if let Some(published) = self.index.remembered(cache_key) {
+            if let Some(checked) = &self.checked {
+                checked.remove(&(published.object_key, published.object_etag));
+            }
+            self.index.forget(cache_key);
+        }
         let key = index_key(cache_key);
         let etag = self.index.store().head(&key).await?.map(|m| m.etag);
         self.index.store().delete(&key).await?;

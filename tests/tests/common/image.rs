@@ -92,6 +92,16 @@ impl ImageServer {
         Self::start_with(backend, |_| {})
     }
 
+    /// As [`Self::start`], checking the object of a published asset on every request (object
+    /// recheck interval zero, `--object-recheck-seconds 0`): what the tests that alter stored
+    /// objects behind the server's back use, so that the very next request notices.
+    pub fn start_checking_every_request(backend: Backend) -> Self {
+        if backend == Backend::Stack {
+            return Self::start_stack(&[("ObjectRecheckSeconds", "0")]);
+        }
+        Self::start_with(backend, |options| options.object_recheck_seconds = 0)
+    }
+
     /// As [`Self::start`], with the options adjusted by `configure` last (the local server's
     /// options: on [`Backend::Stack`], `configure` is not called; use [`Self::start_stack`]).
     pub fn start_with(backend: Backend, configure: impl FnOnce(&mut factory_local::Options)) -> Self {

@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests: include with `mod common;` from a file in `tests/tests/`.
+//! Helpers shared by the integration tests (`tests/tests/*.rs`, modules of the one test binary `main.rs`).
 //!
 //! * LocalStack: [`aws_config`], [`s3_client`], [`sqs_client`], [`test_bucket`] read the standard AWS
 //!   environment and **fail the test** (never skip it) when `AWS_ENDPOINT_URL` is unset or LocalStack
@@ -10,7 +10,7 @@
 //!   what it serves in QEMU on LocalStack (the heavy boot tests); [`oci`]: registry clients and
 //!   OCI layouts for the registry tests.
 
-// Every test binary compiles this module and uses a different part of it.
+// Helpers for every kind of test; a run with a filter uses only part of them.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::time::Duration;
