@@ -414,3 +414,71 @@ fn lambda_redirects_to_the_cdn() {
     );
     assert_eq!(built_at_least(&lambda.builder.stats(), 1), 1);
 }
+
+/// The wait budget through the serverless stack, measured: with nothing building (the queue's
+/// pollers off, as when the builders are backed up), a cold image request and a cold registry
+/// manifest request each wait out `FACTORY_IMAGE_WAIT_SECONDS` (20 s in template.yaml) and answer
+/// 503 with `Retry-After` themselves, inside the function's `Timeout` (28 s) and well before API
+/// Gateway's 29 s would cut them off with its own 503 (no `Retry-After`, no factory message). The
+/// margin is printed (docs/serverless.md).
+#[test]
+fn stack_wait_budget_ends_before_api_gateway_does() {
+    use std::time::{Duration, Instant};
+    const BUDGET: Duration = Duration::from_secs(20);
+    const API_GATEWAY: Duration = Duration::from_secs(29);
+    let stand_in = StandIn::generate();
+    let stack = crate::common::stack::StackThread::start_without_builders(&stand_in);
+    let url = stack.url().to_owned();
+    let id = crate::common::curl::curl(
+        &url,
+        &[
+            "-X",
+            "POST",
+            "--data-binary",
+            "customization:\n  extraKernelArgs: [budget]\n",
+        ],
+        "/schematics",
+    );
+    assert_eq!(id.status, 201, "{}", id.text());
+    let id = id.json()["id"].as_str().expect("id").to_owned();
+    let paths = [
+        format!("/image/{id}/{VERSION}/kernel-amd64"),
+        format!("/v2/metal-installer/{id}/manifests/{VERSION}"),
+    ];
+    let answers: Vec<(String, crate::common::curl::Reply, Duration)> = std::thread::scope(|scope| {
+        let waits: Vec<_> = paths
+            .iter()
+            .map(|path| {
+                let url = url.clone();
+                scope.spawn(move || {
+                    let started = Instant::now();
+                    let reply = curl(&url, &[], path);
+                    (path.clone(), reply, started.elapsed())
+                })
+            })
+            .collect();
+        waits.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    for (path, reply, took) in answers {
+        assert_eq!(reply.status, 503, "{path}: {}", reply.text());
+        assert!(
+            !reply.header("retry-after").is_empty(),
+            "{path}: the factory's own 503 carries Retry-After: {:?}",
+            reply.headers
+        );
+        assert!(
+            took >= BUDGET,
+            "{path}: answered after {took:?}, before its budget"
+        );
+        assert!(
+            took < API_GATEWAY,
+            "{path}: answered after {took:?}, past API Gateway's limit"
+        );
+        eprintln!(
+            "{path}: 503 after {:.2} s: {:.2} s over the budget, {:.2} s under API Gateway's 29 s",
+            took.as_secs_f64(),
+            (took - BUDGET).as_secs_f64(),
+            (API_GATEWAY - took).as_secs_f64()
+        );
+    }
+}

@@ -72,7 +72,13 @@ impl StackThread {
         parameters: &[(&str, &str)],
         front: Option<(std::net::TcpListener, String)>,
     ) -> Self {
-        Self::start_inner(release, cosign_key, parameters, front, None)
+        Self::start_inner(release, cosign_key, parameters, front, None, 2)
+    }
+
+    /// As [`Self::start`], with nothing polling the build queue: every build request waits out
+    /// its whole budget (as when the builders are backed up).
+    pub fn start_without_builders(stand_in: &StandIn) -> Self {
+        Self::start_inner(stand_in.path(), &stand_in.cosign_key(), &[], None, None, 0)
     }
 
     /// As [`Self::start`], against the bucket and queues of the CloudFormation stack `stack`
@@ -91,6 +97,7 @@ impl StackThread {
             parameters,
             None,
             Some((stack.to_owned(), key)),
+            2,
         )
     }
 
@@ -100,6 +107,7 @@ impl StackThread {
         parameters: &[(&str, &str)],
         front: Option<(std::net::TcpListener, String)>,
         existing: Option<(String, SigningKey)>,
+        max_pollers: usize,
     ) -> Self {
         super::localstack_endpoint();
         let functions = functions_dir();
@@ -131,7 +139,7 @@ impl StackThread {
             cdn_domain: front.as_ref().map(|(_, domain)| domain.clone()),
             listener: front.map(|(listener, _)| listener),
             max_instances: 10,
-            max_pollers: 2,
+            max_pollers,
             scratch: scratch.path().to_owned(),
             echo_logs: std::env::var_os("FACTORY_STACK_LOGS").is_some(),
         };

@@ -25,7 +25,8 @@ pub struct Mapping {
     pub function: String,
     pub batch_size: u32,
     pub report_batch_item_failures: bool,
-    /// Pollers at once (the mapping's `MaximumConcurrency`, capped for a 2-core machine).
+    /// Pollers at once (the mapping's `MaximumConcurrency`, capped for a 2-core machine); 0: none,
+    /// the mapping is off (as a disabled one, or builders that cannot keep up).
     pub concurrency: usize,
     pub region: String,
 }
@@ -34,7 +35,7 @@ pub struct Mapping {
 pub async fn run(sqs: Sqs, runtime: LambdaRuntime, mapping: Mapping, stop: watch::Receiver<bool>) {
     let mapping = Arc::new(mapping);
     let mut workers = Vec::new();
-    for _ in 0..mapping.concurrency.max(1) {
+    for _ in 0..mapping.concurrency {
         let (sqs, runtime, mapping, mut stop) =
             (sqs.clone(), runtime.clone(), Arc::clone(&mapping), stop.clone());
         workers.push(tokio::spawn(async move {

@@ -47,7 +47,7 @@ pub struct Options {
     pub cdn_domain: Option<String>,
     /// Most environments per function at once.
     pub max_instances: usize,
-    /// Most concurrent pollers per event source mapping.
+    /// Most concurrent pollers per event source mapping (0: nothing is polled).
     pub max_pollers: usize,
     /// Each environment's /tmp lives below this.
     pub scratch: PathBuf,
